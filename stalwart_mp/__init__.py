@@ -1,0 +1,3 @@
+"""stalwart-mp: a complete mail server in Python."""
+
+__version__ = "0.1.0"

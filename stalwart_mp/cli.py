@@ -1,0 +1,174 @@
+"""The ``stalwart-mp`` command: init, serve, check-config."""
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import socket
+import sys
+from pathlib import Path
+
+from stalwart_mp import __version__
+
+DESCRIPTION = """\
+stalwart-mp: a complete mail server (SMTP, IMAP, POP3, JMAP, ManageSieve).
+
+First run, as an ordinary user, on unprivileged ports:
+  stalwart-mp init --dir ./mail --dev-ports     # writes mail/config.toml, prints the admin password
+  stalwart-mp serve --config ./mail/config.toml
+
+In production (as root, standard ports, workers drop to server.user):
+  stalwart-mp init --dir /var/lib/stalwart-mp --hostname mail.example.com
+  systemctl enable --now stalwart-mp            # unit file: scripts/systemd/stalwart-mp.service
+
+Signals to the master: HUP reload config · TERM graceful stop · QUIT fast stop ·
+TTIN/TTOU one worker more/less · USR1 reopen log files.
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="stalwart-mp", description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"stalwart-mp {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    init = sub.add_parser(
+        "init", help="create a configuration, data folders and the first admin account",
+        description="Write DIR/config.toml (commented), create DIR/data and DIR/run, and "
+        "create the administrator account 'admin'. Its password is printed once; pass "
+        "--admin-password or set STALWART_MP_ADMIN_PASSWORD for unattended installs.",
+    )
+    init.add_argument("--dir", required=True, type=Path, help="folder of the installation")
+    init.add_argument("--hostname", default=None,
+                      help="the server's FQDN (default: this machine's name)")
+    init.add_argument("--dev-ports", action="store_true",
+                      help="unprivileged ports (2525, 4465, 5587, 1143, 1993, 1110, 1995, "
+                      "14190, 8443; admin 8080) and listeners on 127.0.0.1, for a first try "
+                      "as an ordinary user")
+    init.add_argument("--admin-password", default=None,
+                      help="password of 'admin' (default: $STALWART_MP_ADMIN_PASSWORD, "
+                      "or a generated one printed once)")
+    init.add_argument("--force", action="store_true",
+                      help="overwrite an existing config.toml (the data is kept)")
+
+    serve = sub.add_parser(
+        "serve", help="run the server (master, workers, control plane)",
+        description="Run the master in the foreground (for systemd Type=notify) or, with "
+        "--daemon, in the background.",
+    )
+    serve.add_argument("--config", required=True, type=Path, help="path of config.toml")
+    serve.add_argument("--daemon", action="store_true",
+                       help="detach into the background (set logging.file: standard error "
+                       "is closed)")
+    serve.add_argument("--pidfile", type=Path, default=None, help="write the master's pid here")
+
+    check = sub.add_parser(
+        "check-config", help="validate a configuration file and list every error",
+        description="Exit 0 if the configuration is valid; otherwise print every error "
+        "(key, value, what is expected) and exit 1.",
+    )
+    check.add_argument("--config", required=True, type=Path, help="path of config.toml")
+
+    args = parser.parse_args(argv)
+    return {"init": cmd_init, "serve": cmd_serve, "check-config": cmd_check}[args.command](args)
+
+
+def cmd_check(args) -> int:
+    from stalwart_mp.config.loader import ConfigInvalid, load_file
+
+    try:
+        cfg = load_file(args.config)
+    except ConfigInvalid as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    listeners = cfg.names("server.listener")
+    print(f"{args.config}: configuration is valid ({len(listeners)} listeners: "
+          + ", ".join(listeners) + ")")
+    return 0
+
+
+def cmd_init(args) -> int:
+    from stalwart_mp.config.loader import ConfigInvalid, load_file
+    from stalwart_mp.config.template import render
+    from stalwart_mp.directory.bootstrap import create_first_admin
+    from stalwart_mp.worker.registry import available_protocols
+
+    folder: Path = args.dir.resolve()
+    config_path = folder / "config.toml"
+    if config_path.exists() and not args.force:
+        print(f"{config_path} already exists (use --force to overwrite it; data is kept)",
+              file=sys.stderr)
+        return 1
+    hostname = args.hostname or socket.getfqdn() or "localhost"
+    folder.mkdir(parents=True, exist_ok=True)
+    text = render(hostname, args.dev_ports, available_protocols(),
+                  bind_host="127.0.0.1" if args.dev_ports else "0.0.0.0")
+    config_path.write_text(text)
+    try:
+        cfg = load_file(config_path)
+    except ConfigInvalid as exc:  # e.g. a hostname that is not a valid name
+        print(exc, file=sys.stderr)
+        return 1
+    for key in ("server.data-dir", "server.run-dir"):
+        cfg.path(key).mkdir(parents=True, exist_ok=True)
+    password = args.admin_password or os.environ.get("STALWART_MP_ADMIN_PASSWORD")
+    generated = not password
+    if generated:
+        password = secrets.token_urlsafe(18)
+    created = create_first_admin(cfg, password)
+    print(f"Wrote {config_path}")
+    if created:
+        print("Administrator account: admin")
+        if generated:
+            print(f"Administrator password: {password}")
+            print("  (shown once: keep it somewhere safe)")
+    else:
+        print("The administrator account 'admin' already exists: its password is unchanged.")
+    print(f"Start the server with: stalwart-mp serve --config {config_path}")
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from stalwart_mp import logs
+    from stalwart_mp.config.loader import ConfigInvalid, load_file
+    from stalwart_mp.master.arbiter import serve
+    from stalwart_mp.master.privileges import PrivilegeError
+
+    config_path = args.config.resolve()  # before --daemon changes the folder
+    try:
+        cfg = load_file(config_path)
+    except ConfigInvalid as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    logs.configure_from(cfg)
+    if args.daemon:
+        _daemonize()
+    if args.pidfile:
+        args.pidfile.write_text(f"{os.getpid()}\n")
+    try:
+        return serve(config_path, cfg)
+    except PrivilegeError as exc:
+        print(f"{args.config}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if args.pidfile and args.pidfile.exists():
+            args.pidfile.unlink()
+
+
+def _daemonize() -> None:
+    """Classic double fork: detach from the terminal and the session."""
+    if os.fork():
+        os._exit(0)
+    os.setsid()
+    if os.fork():
+        os._exit(0)
+    os.chdir("/")
+    devnull = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(devnull, fd)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,23 @@
+"""Where settings are declared: every module listed here registers its settings on import.
+
+The master imports these before forking, so they must stay light (no DB drivers, no grpc).
+"""
+from __future__ import annotations
+
+import importlib
+
+SETTINGS_MODULES = (
+    "stalwart_mp.config.core_settings",
+    "stalwart_mp.store.settings",
+)
+
+_loaded = False
+
+
+def load_settings_modules() -> None:
+    global _loaded
+    if _loaded:
+        return
+    for name in SETTINGS_MODULES:
+        importlib.import_module(name)
+    _loaded = True

@@ -1,0 +1,62 @@
+"""Client side of the control plane: an authenticated Server stub (admin CLI, admin web, tests).
+
+The token travels as ``authorization: Bearer <token>`` metadata on every call. The channel
+is plain-text: keep the control plane on loopback or a unix socket (the default).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Self
+
+import grpc
+
+from stalwart_mp.control.auth import AUTH_METADATA
+from stalwart_mp.control.gen.stalwart_mp.v1 import server_pb2_grpc
+
+
+class _BearerToken(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor,
+                   grpc.StreamUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
+    """Adds the authorization metadata to every call of the channel."""
+
+    def __init__(self, token: str):
+        self._entry = (AUTH_METADATA, f"Bearer {token}")
+
+    def _details(self, details: grpc.ClientCallDetails) -> grpc.ClientCallDetails:
+        metadata = [m for m in (details.metadata or ()) if m[0] != AUTH_METADATA]
+        return details._replace(metadata=[*metadata, self._entry])  # type: ignore[attr-defined]
+
+    def _call(self, continuation: Callable, details: grpc.ClientCallDetails, request: Any) -> Any:
+        return continuation(self._details(details), request)
+
+    intercept_unary_unary = _call
+    intercept_unary_stream = _call
+    intercept_stream_unary = _call
+    intercept_stream_stream = _call
+
+
+class ControlStub(server_pb2_grpc.ServerStub):
+    """A Server stub that owns its channel: ``close()`` it, or use it in a ``with`` block."""
+
+    def __init__(self, channel: grpc.Channel):
+        super().__init__(channel)
+        self.channel = channel
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def connect(bind: str, token: str) -> ControlStub:
+    """An authenticated Server stub for the control plane at ``bind``.
+
+    ``bind`` is the control.bind value: "HOST:PORT" or "unix:/path" (both are gRPC targets).
+    The connection is made lazily on the first call; an unreachable server shows up as
+    grpc.StatusCode.UNAVAILABLE on that call.
+    """
+    channel = grpc.intercept_channel(grpc.insecure_channel(bind), _BearerToken(token))
+    return ControlStub(channel)

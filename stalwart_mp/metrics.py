@@ -1,0 +1,47 @@
+"""Prometheus metrics shared by every process (prometheus_client multiprocess mode).
+
+The master points ``PROMETHEUS_MULTIPROC_DIR`` at ``<run-dir>/metrics`` (emptied at start)
+before forking; each process writes its own files there and ``/metrics`` on any worker
+aggregates them all, so a scrape sees the whole server whichever worker answers.
+The master marks a dead child's live gauges as gone (``mark_process_dead``).
+"""
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client import multiprocess
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+connections_total = Counter(
+    "stalwart_connections_total",
+    "Connections accepted, by listener and protocol.",
+    ["listener", "protocol"],
+)
+connections_rejected_total = Counter(
+    "stalwart_connections_rejected_total",
+    "Connections refused at accept, by listener and reason.",
+    ["listener", "reason"],
+)
+connections_active = Gauge(
+    "stalwart_connections_active",
+    "Connections open now, by listener.",
+    ["listener"],
+    multiprocess_mode="livesum",
+)
+http_requests_total = Counter(
+    "stalwart_http_requests_total",
+    "HTTP requests answered, by listener, route and status code.",
+    ["listener", "route", "status"],
+)
+worker_processes = Gauge(
+    "stalwart_worker_processes",
+    "Worker processes running.",
+    multiprocess_mode="livesum",
+)
+
+
+def render() -> bytes:
+    """The text exposition of every process's metrics."""
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    return generate_latest(registry)

@@ -1,0 +1,93 @@
+"""The stalwart-mp command line, run as a user runs it."""
+from __future__ import annotations
+
+import asyncio
+import tomllib
+
+from stalwart_mp.config.loader import load_file
+from stalwart_mp.directory import internal
+from stalwart_mp.directory.passwords import verify_password
+from stalwart_mp.store.configured import open_data_store
+from tests.harness import cli
+
+
+def test_help_teaches():
+    out = cli("--help").stdout
+    for word in ("init", "serve", "check-config", "--dev-ports", "HUP"):
+        assert word in out
+    assert "--admin-password" in cli("init", "--help").stdout
+
+
+def _admin(config_path):
+    async def read():
+        store = await open_data_store(load_file(config_path))
+        try:
+            return await internal.get_by_name(store, "admin")
+        finally:
+            await store.close()
+
+    return asyncio.run(read())
+
+
+def test_init_writes_valid_commented_config_and_prints_password(tmp_path):
+    res = cli("init", "--dir", str(tmp_path / "m"), "--dev-ports", "--hostname", "mx.test.org")
+    assert res.returncode == 0, res.stderr
+    password = next(line.split(": ", 1)[1] for line in res.stdout.splitlines()
+                    if line.startswith("Administrator password: "))
+    config = tmp_path / "m" / "config.toml"
+    text = config.read_text()
+    assert "# The server's fully qualified host name" in text
+    data = tomllib.loads(text)
+    assert data["server"]["hostname"] == "mx.test.org"
+    assert data["server"]["listener"]["https"]["bind"] == ["127.0.0.1:8443"]
+    assert (tmp_path / "m" / "data").is_dir() and (tmp_path / "m" / "run").is_dir()
+    check = cli("check-config", "--config", str(config))
+    assert check.returncode == 0, check.stderr
+    admin = _admin(config)
+    assert admin.roles == ["admin"]
+    assert admin.secrets[0].startswith("{ARGON2ID}$argon2id$")
+    assert verify_password(admin.secrets[0], password)
+    assert not verify_password(admin.secrets[0], password + "x")
+    # a second init refuses to overwrite; with --force the admin keeps its password
+    assert cli("init", "--dir", str(tmp_path / "m")).returncode == 1
+    res = cli("init", "--dir", str(tmp_path / "m"), "--force", "--dev-ports")
+    assert res.returncode == 0 and "already exists" in res.stdout
+    assert verify_password(_admin(config).secrets[0], password)
+
+
+def test_init_standard_ports_and_password_from_environment(tmp_path):
+    res = cli("init", "--dir", str(tmp_path), "--hostname", "mail.example.com",
+              env={"STALWART_MP_ADMIN_PASSWORD": "correct horse battery"})
+    assert res.returncode == 0, res.stderr
+    assert "Administrator password" not in res.stdout
+    data = tomllib.loads((tmp_path / "config.toml").read_text())
+    assert data["server"]["listener"]["https"]["bind"] == ["0.0.0.0:443"]
+    assert data["admin"]["bind"] == "127.0.0.1:8080"
+    assert verify_password(_admin(tmp_path / "config.toml").secrets[0], "correct horse battery")
+
+
+def test_check_config_lists_every_error(tmp_path):
+    bad = tmp_path / "config.toml"
+    bad.write_text("""
+[server]
+hostname = "mail.example.com"
+workers = -2
+[server.listener.web]
+bind = ["127.0.0.1:notaport"]
+protocol = "gopher"
+[store.default]
+type = "lmdb"
+[storage]
+data = "default"
+[logging]
+levle = "debug"
+""")
+    res = cli("check-config", "--config", str(bad))
+    assert res.returncode == 1
+    err = res.stderr
+    assert "5 error(s)" in err, err
+    assert "server.workers = -2: expected an integer >= 1" in err
+    assert 'server.listener.web.bind = ["127.0.0.1:notaport"]: item 1: expected an address' in err
+    assert 'server.listener.web.protocol = "gopher": expected one of "smtp"' in err
+    assert 'logging.levle: unknown key; did you mean "logging.level"?' in err
+    assert "store.default.path: required: a string" in err
