@@ -3,12 +3,14 @@
 The gRPC stubs of the control plane are generated from proto/ by grpcio-tools at build
 time (``build_py``, also run by editable installs); they are never edited by hand.
 """
+import sys
 from pathlib import Path
 
 from setuptools import Command, find_packages, setup
 from setuptools.command.build_py import build_py
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))  # stalwart_mp_build.py, next to this file, runs at build time
 
 
 def _requirements(name: str) -> list[str]:

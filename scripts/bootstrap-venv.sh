@@ -17,5 +17,9 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$sum" ] || [ ! -d stalwart_mp/co
   .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
   .venv/bin/python -m pip install -q -r requirements/dev.txt
   .venv/bin/python -m pip install -q --no-build-isolation -e .
+  if [ ! -f stalwart_mp/control/gen/stalwart_mp/v1/server_pb2.py ]; then
+    echo "the gRPC stubs were not generated from proto/ (see the pip output above)" >&2
+    exit 1
+  fi
   echo "$sum" > "$stamp"
 fi
