@@ -46,8 +46,13 @@ protocol = "http"
 type = "lmdb"
 path = "data/lmdb"
 
+[store."search"]
+type = "whoosh"
+path = "data/fts"
+
 [storage]
 data = "default"
+fts = "search"
 
 [control]
 bind = "127.0.0.1:{free_port()}"

@@ -9,6 +9,9 @@ import importlib
 SETTINGS_MODULES = (
     "stalwart_mp.config.core_settings",
     "stalwart_mp.store.settings",
+    "stalwart_mp.store.blob_settings",
+    "stalwart_mp.store.fts_settings",
+    "stalwart_mp.store.lookup_settings",
 )
 
 _loaded = False

@@ -13,11 +13,12 @@ from typing import Any
 from stalwart_mp.config.schema import REQUIRED, SCHEMA, Invalid
 from stalwart_mp.store import settings as store_settings
 from stalwart_mp.store.data import DataStore, StoreError
+from stalwart_mp.store.types import DATA_TYPES
 
 _STANDARD_PORTS = {"postgresql": 5432, "mysql": 3306}
 
 
-def _options(name: str, kind: str, raw: Mapping[str, Any]) -> dict[str, Any]:
+def parse_store_options(name: str, kind: str, raw: Mapping[str, Any]) -> dict[str, Any]:
     """The store's settings for its type, parsed and with defaults, by kebab-case key."""
     out: dict[str, Any] = {}
     for path, setting in SCHEMA.settings.items():
@@ -69,7 +70,12 @@ def open_data_store(name: str, settings: Mapping[str, Any]) -> DataStore:
             f'store "{name}": type = {kind!r}: expected one of '
             + ", ".join(f'"{t}"' for t in store_settings.STORE_TYPES)
         )
-    o = _options(name, kind, settings)
+    if kind not in DATA_TYPES:
+        raise StoreError(
+            f'store "{name}": a {kind} store cannot hold data; data stores: '
+            + ", ".join(DATA_TYPES)
+        )
+    o = parse_store_options(name, kind, settings)
     try:
         if kind == "lmdb":
             from stalwart_mp.store.backends.lmdb_store import LmdbStore

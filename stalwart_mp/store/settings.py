@@ -22,9 +22,16 @@ from stalwart_mp.config.schema import (
     Str,
 )
 
-STORE_TYPES = ("lmdb", "sqlite", "postgresql", "mysql", "memory")
-EMBEDDED = ("lmdb", "sqlite")
-NETWORK = ("postgresql", "mysql")
+from stalwart_mp.store.types import (
+    EMBEDDED,
+    PATH_TYPES,
+    POOL_TYPES,
+    ROLES,
+    STORE_TYPES,
+    TIMEOUT_TYPES,
+    serving,
+)
+from stalwart_mp.store.types import SQL as NETWORK
 
 SCHEMA.add(
     Setting(
@@ -32,10 +39,12 @@ SCHEMA.add(
         Choice(*STORE_TYPES),
         REQUIRED,
         help=(
-            'Backend of this store. "lmdb" (embedded default: one directory, shared safely by '
-            'every worker process), "sqlite" (one file), "postgresql" or "mysql" (MySQL or '
-            'MariaDB; needed when several servers share the data), "memory" (one process, '
-            "nothing kept on disk: tests and tools only)."
+            'Backend of this store. Data (and blobs, lookup keys): "lmdb" (embedded default: '
+            'one directory, shared safely by every worker process), "sqlite" (one file), '
+            '"postgresql" or "mysql" (MySQL or MariaDB; needed when several servers share the '
+            'data), "memory" (one process, nothing kept on disk: tests and tools only). '
+            'Blobs only: "fs" (a folder), "s3" (any S3-compatible service). Full-text: '
+            '"whoosh" (embedded), or sqlite, postgresql, mysql. Lookup: "redis", "memcached".'
         ),
     ),
     Setting(
@@ -43,11 +52,11 @@ SCHEMA.add(
         Str(nonempty=True),
         REQUIRED,
         help=(
-            "Where the store lives on disk: a directory for lmdb (created if missing), a "
-            "database file for sqlite. Put it on a local file system, not NFS: both rely on "
-            "file locks and fsync for safety across processes."
+            "Where the store lives on disk: a directory for lmdb, fs and whoosh (created if "
+            "missing), a database file for sqlite. Put it on a local file system, not NFS: "
+            "they rely on file locks and fsync for safety across processes."
         ),
-        when=("type", EMBEDDED),
+        when=("type", PATH_TYPES),
     ),
     Setting(
         "store.*.map-size",
@@ -118,14 +127,15 @@ SCHEMA.add(
             "queries for it). The server total is this times the number of processes; keep it "
             "under the server's connection limit."
         ),
-        when=("type", NETWORK),
+        when=("type", POOL_TYPES),
     ),
     Setting(
         "store.*.timeout",
         Duration(),
         15,
-        help='How long to wait when connecting to the database server, e.g. "10s".',
-        when=("type", NETWORK),
+        help='How long to wait when connecting to (or for an answer from) the server, e.g. '
+        '"10s".',
+        when=("type", TIMEOUT_TYPES),
     ),
     Setting(
         "store.*.options",
@@ -155,18 +165,47 @@ SCHEMA.add(
             "message metadata, the queue, settings."
         ),
     ),
+    Setting(
+        "storage.blob",
+        Str(nonempty=True),
+        lambda cfg: cfg.get("storage.data"),
+        help="Name of the store holding raw messages, Sieve scripts and uploads "
+        "(default: the data store, in chunks).",
+    ),
+    Setting(
+        "storage.fts",
+        Str(nonempty=True),
+        lambda cfg: cfg.get("storage.data"),
+        help="Name of the store holding the full-text search index (whoosh, sqlite, "
+        "postgresql or mysql; default: the data store).",
+    ),
+    Setting(
+        "storage.lookup",
+        Str(nonempty=True),
+        lambda cfg: cfg.get("storage.data"),
+        help="Name of the store holding expiring keys and counters: rate limits, greylist, "
+        "bans, locks (default: the data store, shared by every worker; redis or memcached "
+        "for several servers).",
+    ),
 )
 
 
 @SCHEMA.check
-def _storage_data_is_defined(cfg: Any) -> Iterator[ConfigError]:
-    name = cfg.get("storage.data")
+def _roles_point_at_fitting_stores(cfg: Any) -> Iterator[ConfigError]:
     names = list(cfg.names("store"))
-    if name not in names:
-        defined = ", ".join(sorted(names)) if names else "none"
-        yield ConfigError(
-            key="storage.data",
-            message=f'no [store."{name}"] is defined; defined stores: {defined}',
-            value=name,
-            has_value=True,
-        )
+    defined = ", ".join(sorted(names)) if names else "none"
+    for role in ROLES:
+        name = cfg.get(("storage", role))
+        if name not in names:
+            yield ConfigError(f"storage.{role}",
+                              f'no [store."{name}"] is defined; defined stores: {defined}',
+                              name, True)
+            continue
+        kind = cfg.get(("store", name, "type"))
+        if role not in STORE_TYPES[kind]:
+            yield ConfigError(
+                f"storage.{role}",
+                f'store "{name}" is a {kind} store, which cannot serve as the {role} store; '
+                "types that can: " + ", ".join(serving(role)),
+                name, True,
+            )

@@ -77,8 +77,12 @@ bind = ["127.0.0.1:notaport"]
 protocol = "gopher"
 [store.default]
 type = "lmdb"
+[store.search]
+type = "whoosh"
+path = "fts"
 [storage]
 data = "default"
+fts = "search"
 [logging]
 levle = "debug"
 """)

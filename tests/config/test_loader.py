@@ -11,8 +11,9 @@ MINIMAL = {
         "hostname": "mail.example.com",
         "listener": {"http": {"bind": ["127.0.0.1:8081"], "protocol": "http"}},
     },
-    "store": {"default": {"type": "lmdb", "path": "data/lmdb"}},
-    "storage": {"data": "default"},
+    "store": {"default": {"type": "lmdb", "path": "data/lmdb"},
+              "search": {"type": "whoosh", "path": "data/fts"}},
+    "storage": {"data": "default", "fts": "search"},
 }
 
 
@@ -136,7 +137,7 @@ def test_file_errors(tmp_path):
 
 def test_paths_resolve_against_config_folder(tmp_path):
     f = tmp_path / "config.toml"
-    f.write_text('[server]\nhostname = "a.example"\n[store.default]\ntype = "memory"\n'
-                 '[storage]\ndata = "default"\n')
+    f.write_text('[server]\nhostname = "a.example"\n[store.default]\ntype = "sqlite"\n'
+                 'path = "db.sqlite"\n[storage]\ndata = "default"\n')
     cfg = load_file(f)
     assert cfg.path("server.data-dir") == tmp_path / "data"

@@ -23,7 +23,7 @@ from stalwart_mp.store.data import (
     encode_counter,
 )
 from stalwart_mp.store.registry import open_data_store
-from tests.store import backends, store_procs
+from tests.stores import backends, store_procs
 
 SPAWN = multiprocessing.get_context("spawn")
 

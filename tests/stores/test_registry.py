@@ -12,8 +12,8 @@ import pytest
 from stalwart_mp.store.backends.memory import MemoryStore
 from stalwart_mp.store.data import StoreError
 from stalwart_mp.store.registry import open_data_store
-from stalwart_mp.store.settings import _storage_data_is_defined
-from tests.store import backends
+from stalwart_mp.config.loader import ConfigInvalid, load_dict
+from tests.stores import backends
 
 
 def test_memory_store() -> None:
@@ -24,7 +24,8 @@ def test_memory_store() -> None:
     ("settings", "message"),
     [
         ({}, 'store "main": "type" is required'),
-        ({"type": "redis"}, 'store "main": type = \'redis\': expected one of "lmdb"'),
+        ({"type": "gopher"}, 'store "main": type = \'gopher\': expected one of "lmdb"'),
+        ({"type": "redis"}, 'store "main": a redis store cannot hold data; data stores: lmdb'),
         ({"type": "lmdb"}, 'store "main": "path" is required for a lmdb store'),
         ({"type": "sqlite", "path": ""}, "store \"main\": path = '': expected a string"),
         (
@@ -76,24 +77,29 @@ def test_registry_imports_no_driver() -> None:
     assert out.stdout.strip() == "[]"
 
 
-class FakeConfig:
-    def __init__(self, data: str, stores: dict[str, str]) -> None:
-        self.data, self.stores = data, stores
-
-    def get(self, key: Any) -> Any:
-        if key == "storage.data":
-            return self.data
-        return self.stores[key[1]]
-
-    def names(self, section: str) -> list[str]:
-        assert section == "store"
-        return list(self.stores)
+def _role_errors(stores: dict, storage: dict) -> list[str]:
+    data = {"server": {"hostname": "a.example"}, "store": stores, "storage": storage}
+    try:
+        load_dict(data)
+    except ConfigInvalid as exc:
+        return [str(e) for e in exc.errors]
+    return []
 
 
-def test_storage_data_must_name_a_store() -> None:
-    assert list(_storage_data_is_defined(FakeConfig("default", {"default": "lmdb"}))) == []
-    (error,) = _storage_data_is_defined(FakeConfig("x", {"b": "lmdb", "a": "sqlite"}))
-    assert error.key == "storage.data" and error.value == "x" and error.has_value
-    assert error.message == 'no [store."x"] is defined; defined stores: a, b'
-    (error,) = _storage_data_is_defined(FakeConfig("x", {}))
-    assert error.message == 'no [store."x"] is defined; defined stores: none'
+def test_storage_roles_must_name_fitting_stores() -> None:
+    lmdb = {"type": "lmdb", "path": "x"}
+    assert _role_errors({"default": lmdb, "fts": {"type": "whoosh", "path": "f"}},
+                        {"fts": "fts"}) == []
+    assert _role_errors({"b": lmdb, "a": {"type": "sqlite", "path": "s"}}, {"data": "x"}) == [
+        f'storage.{role} = "x": no [store."x"] is defined; defined stores: a, b'
+        for role in ("data", "blob", "fts", "lookup")
+    ]
+    assert _role_errors({"default": lmdb}, {}) == [
+        'storage.fts = "default": store "default" is a lmdb store, which cannot serve as the '
+        "fts store; types that can: sqlite, postgresql, mysql, whoosh"
+    ]
+    assert _role_errors({"default": lmdb, "r": {"type": "redis"}}, {"fts": "default",
+                                                                    "data": "r"})[0] == (
+        'storage.data = "r": store "r" is a redis store, which cannot serve as the data store; '
+        "types that can: lmdb, sqlite, postgresql, mysql, memory"
+    )
