@@ -258,8 +258,10 @@ class Master:
     def _cleanups_in_child(self, kind: str) -> list:
         """Master state a child must drop: the hub, and listeners for non-workers."""
         cleanups = [self.hub.close_in_child] if self.hub else []
-        if kind != "worker" and self.sockets is not None:
-            cleanups.append(self.sockets.close_all)
+        if self.sockets is not None:
+            # workers keep their listeners but not the ones a reload is dropping
+            cleanups.append(self.sockets.close_all if kind != "worker"
+                            else self.sockets.close_unused)
         return cleanups
 
     def _fds_children_must_close(self, own_heartbeat) -> list[int]:

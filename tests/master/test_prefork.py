@@ -169,3 +169,30 @@ def test_term_drains_in_flight_request(server):
     status, _, body = result["r"]
     assert status == 200 and json.loads(body)["slept"] == 2
     assert server.proc.wait(20) == 0
+
+
+def test_hup_rebinds_only_changed_listeners(server):
+    extra_port = free_port()
+    added = server.config_text + (f'\n[server.listener.extra]\nbind = ["127.0.0.1:{extra_port}"]'
+                                  '\nprotocol = "http"\n')
+    server.config_path.write_text(added)
+    server.signal(signal.SIGHUP)
+    server.wait_for(lambda: (server.status() or {}).get("generation") == 2, "generation 2")
+    server.wait_for(lambda: _answers(extra_port), "the new listener")
+    assert {lst["name"] for lst in server.status()["listeners"]} == {"http", "extra"}
+    # the unchanged listener kept its socket: it never stopped answering
+    assert http_get(server.http_port, "/healthz/live")[0] == 200
+    assert server.logs().count(f"address=127.0.0.1:{server.http_port}") == 1
+    server.config_path.write_text(server.config_text)
+    server.signal(signal.SIGHUP)
+    server.wait_for(lambda: (server.status() or {}).get("generation") == 3, "generation 3")
+    server.wait_for(lambda: not _answers(extra_port), "the removed listener to close")
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", extra_port), timeout=2)
+
+
+def _answers(port: int) -> bool:
+    try:
+        return http_get(port, "/healthz/live", timeout=2)[0] == 200
+    except OSError:
+        return False
