@@ -1,7 +1,6 @@
 """Bootstrap settings of the server: identity, processes, listeners, TLS, control, logging."""
 from __future__ import annotations
 
-import ipaddress
 import os
 from collections.abc import Iterator
 
@@ -14,6 +13,7 @@ from stalwart_mp.config.schema import (
     ConfigError,
     Duration,
     Int,
+    IpNetwork,
     ListOf,
     Setting,
     Str,
@@ -27,20 +27,6 @@ _HOSTNAME = Str(
     r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?",
     label="a host name such as mail.example.com",
 )
-
-
-class _Network(Str):
-    label = 'an IP network such as "10.0.0.0/8" or "2001:db8::/32"'
-
-    def parse(self, value):  # type: ignore[override]
-        value = super().parse(value)
-        try:
-            ipaddress.ip_network(value, strict=False)
-        except ValueError:
-            from stalwart_mp.config.schema import Invalid
-
-            raise Invalid(f"expected {self.label}") from None
-        return value
 
 
 SCHEMA.add(
@@ -157,7 +143,7 @@ SCHEMA.add(
     ),
     Setting(
         "server.listener.*.proxy-trusted-networks",
-        ListOf(_Network()),
+        ListOf(IpNetwork()),
         [],
         "When proxy-protocol is on, the networks allowed to send a PROXY header; empty = any. "
         "Connections from elsewhere are dropped.",
@@ -236,7 +222,7 @@ SCHEMA.add(
     ),
     Setting(
         "metrics.allowed-networks",
-        ListOf(_Network()),
+        ListOf(IpNetwork()),
         ["127.0.0.0/8", "::1/128"],
         "Client networks allowed to read /metrics.",
     ),

@@ -164,10 +164,18 @@ def _instances(pattern: Path, values: dict) -> list[Path]:
     return paths
 
 
+def _when_key(setting: Setting, path: Path, sibling: str) -> Path:
+    """Where ``when``'s key lives: in the named table (the part after the last ``*``), so
+    ``directory.*.bind.dn`` depends on ``directory.NAME.type``."""
+    pattern = setting.path
+    table_end = max((i for i, p in enumerate(pattern) if p == "*"), default=len(path) - 2) + 1
+    return (*path[:table_end], sibling)
+
+
 def _when_applies(setting: Setting, path: Path, values: dict) -> bool:
     assert setting.when is not None
     sibling, allowed = setting.when
-    return values.get((*path[:-1], sibling)) in allowed
+    return values.get(_when_key(setting, path, sibling)) in allowed
 
 
 def _check_when(schema: Schema, values: dict, errors: list) -> None:
@@ -176,7 +184,7 @@ def _check_when(schema: Schema, values: dict, errors: list) -> None:
         if setting is None or setting.when is None:
             continue
         sibling, allowed = setting.when
-        actual = values.get((*path[:-1], sibling))
+        actual = values.get(_when_key(setting, path, sibling))
         if actual is not None and actual not in allowed:
             errors.append(
                 ConfigError(

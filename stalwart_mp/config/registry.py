@@ -12,6 +12,9 @@ SETTINGS_MODULES = (
     "stalwart_mp.store.blob_settings",
     "stalwart_mp.store.fts_settings",
     "stalwart_mp.store.lookup_settings",
+    "stalwart_mp.directory.settings",
+    "stalwart_mp.directory.sql_settings",
+    "stalwart_mp.directory.ldap_settings",
 )
 
 _loaded = False

@@ -13,6 +13,7 @@ here at import time; ``config.registry`` imports every settings module.
 from __future__ import annotations
 
 import abc
+import ipaddress
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -188,6 +189,18 @@ class BindAddress(Type):
             raise Invalid(f"expected {self.label}")
         try:
             parse_host_port(value)
+        except ValueError:
+            raise Invalid(f"expected {self.label}") from None
+        return value
+
+
+class IpNetwork(Str):
+    label = 'an IP network such as "10.0.0.0/8" or "2001:db8::/32"'
+
+    def parse(self, value: Any) -> str:
+        value = super().parse(value)
+        try:
+            ipaddress.ip_network(value, strict=False)
         except ValueError:
             raise Invalid(f"expected {self.label}") from None
         return value

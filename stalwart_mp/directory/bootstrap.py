@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import asyncio
 
-from stalwart_mp.directory import internal
-from stalwart_mp.directory.passwords import hash_password
+from stalwart_mp.directory.internal import InternalDirectory
+from stalwart_mp.directory.management import DirectoryManager
 from stalwart_mp.store.configured import open_data_store
 
 ADMIN_NAME = "admin"
@@ -18,16 +18,11 @@ def create_first_admin(cfg, password: str) -> bool:
 async def _create(cfg, password: str) -> bool:
     store = await open_data_store(cfg)
     try:
-        if await internal.get_by_name(store, ADMIN_NAME) is not None:
+        directory = InternalDirectory(store)
+        if await directory.principal(ADMIN_NAME) is not None:
             return False
-        admin = internal.Principal(
-            name=ADMIN_NAME, roles=["admin"], secrets=[hash_password(password)],
-            description="Administrator",
-        )
-        try:
-            await internal.create(store, admin)
-        except internal.PrincipalExists:
-            return False
+        await DirectoryManager(directory).create_principal(
+            ADMIN_NAME, password=password, roles=["admin"], description="Administrator")
         return True
     finally:
         await store.close()

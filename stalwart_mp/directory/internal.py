@@ -1,83 +1,169 @@
-"""The internal directory's records in the data store (principals by id and by name).
+"""The internal directory: principals kept in the data store.
 
-Key layout (one-byte subspace tag + big-endian fields, see ARCHITECTURE.md):
-  0x10 | name (UTF-8)        -> principal id (8 bytes, big-endian)
-  0x11 | id (8 bytes)        -> principal record (msgpack map)
-  0x01 | b"principal"        -> id sequence (DataStore.assign_id)
-The directory issue extends the record (emails, quotas, app passwords, members...); the
-fields written here are the ones every principal has.
+Key layout (one-byte subspace tag + fields; ARCHITECTURE.md "The four stores"):
+  0x01 | b"principal"              -> id sequence (DataStore.assign_id)
+  0x10 | name (lower-case UTF-8)   -> principal id (8 bytes, big-endian)
+  0x11 | id (8 bytes)              -> principal record (msgpack map)
+  0x12 | address (lower-case)      -> id of its owner (one owner per address; "@dom" = catch-all)
+  0x13 | domain (lower-case)       -> id of the domain principal
+  0x14 | domain | 0x00 | pattern   -> id (wildcard aliases such as "sales-*@example.com")
+Reads are here; writes (which keep these indexes consistent in one batch) are in
+``directory/management.py``.
 """
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
+import fnmatch
 
 import msgpack
 
-from stalwart_mp.store.data import AssertionFailed, DataStore, WriteBatch
+from stalwart_mp.directory.base import (
+    AppPassword,
+    Directory,
+    Principal,
+    PrincipalType,
+    ScramSecret,
+)
+from stalwart_mp.store.data import DataStore
 
 TAG_SEQUENCE = 0x01
-TAG_PRINCIPAL_BY_NAME = 0x10
-TAG_PRINCIPAL = 0x11
+TAG_NAME = 0x10
+TAG_RECORD = 0x11
+TAG_EMAIL = 0x12
+TAG_DOMAIN = 0x13
+TAG_WILDCARD = 0x14
 PRINCIPAL_SEQUENCE = bytes([TAG_SEQUENCE]) + b"principal"
 
 
-class PrincipalExists(Exception):
-    pass
-
-
-@dataclass(slots=True)
-class Principal:
-    name: str
-    type: str = "individual"          # individual | group | list | domain
-    secrets: list[str] = field(default_factory=list)   # password hashes ({ARGON2ID}...)
-    roles: list[str] = field(default_factory=list)     # "admin", "user"
-    emails: list[str] = field(default_factory=list)
-    description: str = ""
-    created_at: float = field(default_factory=time.time)
-    id: int = 0
-
-    def to_record(self) -> bytes:
-        return msgpack.packb({
-            "name": self.name, "type": self.type, "secrets": self.secrets,
-            "roles": self.roles, "emails": self.emails, "description": self.description,
-            "created_at": self.created_at,
-        })
-
-    @classmethod
-    def from_record(cls, pid: int, raw: bytes) -> Principal:
-        data = msgpack.unpackb(raw)
-        return cls(id=pid, **{k: data[k] for k in (
-            "name", "type", "secrets", "roles", "emails", "description", "created_at")})
-
-
 def name_key(name: str) -> bytes:
-    return bytes([TAG_PRINCIPAL_BY_NAME]) + name.lower().encode("utf-8")
+    return bytes([TAG_NAME]) + name.lower().encode("utf-8")
 
 
 def record_key(pid: int) -> bytes:
-    return bytes([TAG_PRINCIPAL]) + pid.to_bytes(8, "big")
+    return bytes([TAG_RECORD]) + pid.to_bytes(8, "big")
 
 
-async def get_by_name(store: DataStore, name: str) -> Principal | None:
-    raw_id = await store.get(name_key(name))
-    if raw_id is None:
-        return None
-    pid = int.from_bytes(raw_id, "big")
-    raw = await store.get(record_key(pid))
-    return Principal.from_record(pid, raw) if raw is not None else None
+def email_key(address: str) -> bytes:
+    return bytes([TAG_EMAIL]) + address.lower().encode("utf-8")
 
 
-async def create(store: DataStore, principal: Principal) -> Principal:
-    """Store a new principal; PrincipalExists if the name is taken (atomic check)."""
-    pid = await store.assign_id(PRINCIPAL_SEQUENCE)
-    batch = WriteBatch()
-    batch.assert_value(name_key(principal.name), None)
-    batch.put(name_key(principal.name), pid.to_bytes(8, "big"))
-    batch.put(record_key(pid), principal.to_record())
-    try:
-        await store.write(batch)
-    except AssertionFailed:
-        raise PrincipalExists(f'a principal named "{principal.name}" already exists') from None
-    principal.id = pid
-    return principal
+def domain_key(domain: str) -> bytes:
+    return bytes([TAG_DOMAIN]) + domain.lower().encode("utf-8")
+
+
+def wildcard_key(pattern: str) -> bytes:
+    domain = pattern.rsplit("@", 1)[1]
+    return wildcard_prefix(domain) + pattern.lower().encode("utf-8")
+
+
+def wildcard_prefix(domain: str) -> bytes:
+    return bytes([TAG_WILDCARD]) + domain.lower().encode("utf-8") + b"\x00"
+
+
+def is_wildcard(address: str) -> bool:
+    return "*" in address.split("@", 1)[0] or "?" in address.split("@", 1)[0]
+
+
+# --- records -----------------------------------------------------------------------------
+
+
+def encode(p: Principal) -> bytes:
+    return msgpack.packb({
+        "name": p.name, "type": p.type.value, "description": p.description,
+        "secrets": p.secrets,
+        "app_passwords": [[a.name, a.secret, a.created_at] for a in p.app_passwords],
+        "scram": [[s.mechanism, s.salt, s.iterations, s.stored_key, s.server_key]
+                  for s in p.scram],
+        "emails": p.emails, "quota_bytes": p.quota_bytes, "quota_messages": p.quota_messages,
+        "roles": p.roles, "member_of": p.member_of, "members": p.members,
+        "disabled": p.disabled, "created_at": p.created_at, "updated_at": p.updated_at,
+    })
+
+
+def decode(pid: int, raw: bytes) -> Principal:
+    d = msgpack.unpackb(raw)
+    return Principal(
+        id=pid, name=d["name"], type=PrincipalType(d["type"]),
+        description=d.get("description", ""), secrets=d.get("secrets", []),
+        app_passwords=[AppPassword(*a) for a in d.get("app_passwords", [])],
+        scram=[ScramSecret(*s) for s in d.get("scram", [])],
+        emails=d.get("emails", []), quota_bytes=d.get("quota_bytes", 0),
+        quota_messages=d.get("quota_messages", 0), roles=d.get("roles", []),
+        member_of=d.get("member_of", []), members=d.get("members", []),
+        disabled=d.get("disabled", False), created_at=d.get("created_at", 0.0),
+        updated_at=d.get("updated_at", 0.0),
+    )
+
+
+# --- the directory -----------------------------------------------------------------------
+
+
+class InternalDirectory(Directory):
+    read_only = False
+
+    def __init__(self, store: DataStore, name: str = "internal"):
+        self.store = store
+        self.name = name
+
+    async def principal_by_id(self, pid: int) -> Principal | None:
+        raw = await self.store.get(record_key(pid))
+        return decode(pid, raw) if raw is not None else None
+
+    async def id_of(self, name: str) -> int | None:
+        raw = await self.store.get(name_key(name))
+        return int.from_bytes(raw, "big") if raw is not None else None
+
+    async def principal(self, name: str) -> Principal | None:
+        pid = await self.id_of(name)
+        return await self.principal_by_id(pid) if pid is not None else None
+
+    async def names_by_email(self, address: str) -> list[str]:
+        raw = await self.store.get(email_key(address))
+        if raw is None:
+            return []
+        p = await self.principal_by_id(int.from_bytes(raw, "big"))
+        return [p.name] if p else []
+
+    async def wildcard_names(self, address: str) -> list[str]:
+        local_part, _, domain = address.lower().rpartition("@")
+        prefix = wildcard_prefix(domain)
+        names = []
+        for key, value in await self.store.range(prefix, prefix + b"\xff"):
+            pattern = key[len(prefix):].decode("utf-8")
+            if fnmatch.fnmatchcase(address.lower(), pattern):
+                p = await self.principal_by_id(int.from_bytes(value, "big"))
+                if p:
+                    names.append(p.name)
+        return names
+
+    async def is_local_domain(self, domain: str) -> bool:
+        return await self.store.get(domain_key(domain)) is not None
+
+    async def members(self, name: str) -> list[str]:
+        p = await self.principal(name)
+        return list(p.members) if p and p.type in (PrincipalType.GROUP,
+                                                   PrincipalType.LIST) else []
+
+    async def list_principals(self, *, type: PrincipalType | None = None, search: str = "",
+                              after: str = "", limit: int = 100) -> list[Principal]:
+        """Principals in name order, optionally of one type and containing ``search`` in
+        their name, description or addresses; page with ``after`` (the last name seen)."""
+        start = name_key(after) + b"\x00" if after else bytes([TAG_NAME])
+        end = bytes([TAG_NAME + 1])
+        out: list[Principal] = []
+        needle = search.lower()
+        while len(out) < limit:
+            rows = await self.store.range(start, end, limit=200)
+            if not rows:
+                break
+            for key, value in rows:
+                p = await self.principal_by_id(int.from_bytes(value, "big"))
+                if p is None or (type is not None and p.type != type):
+                    continue
+                if needle and needle not in " ".join(
+                        [p.name, p.description, *p.emails]).lower():
+                    continue
+                out.append(p)
+                if len(out) == limit:
+                    break
+            start = rows[-1][0] + b"\x00"
+        return out

@@ -57,6 +57,7 @@ class Worker:
         self.servers: dict[str, object] = {}
         self.tls = None
         self.events = None
+        self.services = None
         self._conn_ids = itertools.count(1)
         self._conn_info: dict[asyncio.BaseTransport, ConnectionInfo] = {}
         self._accepting: list[socket.socket] = []
@@ -95,6 +96,13 @@ class Worker:
 
         self.events = LocalEventBus(self.ctx.run_dir / "events.sock")
         await self.events.start()
+        from stalwart_mp.services import Services
+        from stalwart_mp.store.data import StoreError
+
+        try:
+            self.services = await Services.open(self.cfg, self.events)
+        except StoreError as exc:
+            raise WorkerBootError(str(exc)) from exc
         for listener in self.ctx.listeners:
             server = server_class(listener.protocol)(listener, self)
             await server.start()
@@ -150,6 +158,8 @@ class Worker:
             await asyncio.wait_for(asyncio.gather(*shutdowns, return_exceptions=True), timeout)
         except asyncio.TimeoutError:
             log.warning("drain timeout: closing remaining connections")
+        if self.services is not None:
+            await self.services.close()
         if self.events is not None:
             await self.events.close()
 
@@ -210,6 +220,11 @@ class Worker:
             if not await self._read_proxy_header(listener, conn, info):
                 conn.close()
                 return
+        if await self.services.auth.is_banned(info.remote_ip):
+            # dropped before any protocol work (Stalwart's network security does the same)
+            metrics.connections_rejected_total.labels(listener.name, "banned").inc()
+            conn.close()
+            return
         refused = self.limits.admit(listener.name, info.remote_ip,
                                     settings["max-connections"],
                                     settings["max-connections-per-ip"])

@@ -5,7 +5,7 @@ import asyncio
 import tomllib
 
 from stalwart_mp.config.loader import load_file
-from stalwart_mp.directory import internal
+from stalwart_mp.directory.internal import InternalDirectory
 from stalwart_mp.directory.passwords import verify_password
 from stalwart_mp.store.configured import open_data_store
 from tests.harness import cli
@@ -22,7 +22,7 @@ def _admin(config_path):
     async def read():
         store = await open_data_store(load_file(config_path))
         try:
-            return await internal.get_by_name(store, "admin")
+            return await InternalDirectory(store).principal("admin")
         finally:
             await store.close()
 

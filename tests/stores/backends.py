@@ -103,3 +103,32 @@ def drop_table(settings: dict[str, Any]) -> None:
         with conn.cursor() as cur:
             cur.execute(f"DROP TABLE IF EXISTS `{settings['table']}`")
         conn.close()
+
+
+def wait_for_writers(settings: dict[str, Any]) -> None:
+    """Block until no transaction holds write locks on the store's table.
+
+    After a client is killed, a database server finishes (rolls back, or commits if COMMIT
+    had arrived) its transaction only when it notices the closed connection; waiting for its
+    locks lets a test look at the settled state too, not only the state just after the kill.
+    Embedded stores have no server: a dead writer's transaction is gone with its process.
+    """
+    kind = settings["type"]
+    if kind == "postgresql":
+        from stalwart_mp.store.backends.postgres_store import lock_id
+
+        conn = _pg_connect()
+        with conn, conn.cursor() as cur:  # one transaction, committed on exit
+            cur.execute("SET LOCAL lock_timeout = '30s'")
+            # Every batch of the store takes the table lock (shared or exclusive).
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", (lock_id(settings["table"], b""),))
+        conn.close()
+    elif kind == "mysql":
+        conn = _mysql_connect()
+        with conn.cursor() as cur:
+            cur.execute("SET SESSION innodb_lock_wait_timeout = 30")
+            conn.begin()
+            # A locking read of every row waits for the record and gap locks of any writer.
+            cur.execute(f"SELECT COUNT(*) FROM `{settings['table']}` FOR UPDATE")
+            conn.rollback()
+        conn.close()

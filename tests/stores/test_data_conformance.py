@@ -8,6 +8,7 @@ import multiprocessing
 import os
 import random
 import signal
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from stalwart_mp.store.registry import open_data_store
 from tests.stores import backends, store_procs
 
 SPAWN = multiprocessing.get_context("spawn")
+MIB = 1024 * 1024
 
 # memcmp order: a prefix sorts before its extensions; 0x00 and 0xff at both ends.
 ORDERED_KEYS = [
@@ -375,14 +377,147 @@ async def test_assign_id_across_processes(store: DataStore, settings: dict[str, 
 
 
 async def test_large_values(store: DataStore) -> None:
+    # 8 MiB: beyond one MySQL packet of 16 MiB once PyMySQL hex-encodes it. Zeros too: the
+    # worst case of any escaping scheme, and a value compression would make look small.
     rng = random.Random(5)
-    big = rng.randbytes(5 * 1024 * 1024)
+    big = rng.randbytes(8 * MIB)
+    zeros = bytes(8 * MIB)
     await store.write(WriteBatch().put(b"\x07big", big).put(b"\x07small", b"s"))
+    await store.write(WriteBatch().put(b"\x07zero", zeros))
     assert await store.get(b"\x07big") == big
-    assert await store.range(b"\x07", b"\x08") == [(b"\x07big", big), (b"\x07small", b"s")]
-    bigger = rng.randbytes(5 * 1024 * 1024)
+    assert await store.range(b"\x07", b"\x08") == [
+        (b"\x07big", big),
+        (b"\x07small", b"s"),
+        (b"\x07zero", zeros),
+    ]
+    bigger = rng.randbytes(8 * MIB + 1)
     await store.write(WriteBatch().assert_value(b"\x07big", big).put(b"\x07big", bigger))
-    assert await store.get_many([b"\x07big"]) == [bigger]
+    assert await store.get_many([b"\x07big", b"\x07zero"]) == [bigger, zeros]
+    with pytest.raises(AssertionFailed):
+        await store.write(WriteBatch().assert_value(b"\x07big", big).put(b"\x07big", b"x"))
+    assert await store.get(b"\x07big") == bigger
+
+
+@pytest.mark.parametrize("kind", ["mysql"], indirect=True)
+async def test_mysql_value_beyond_max_allowed_packet_is_refused(store: DataStore) -> None:
+    limit = store._max_packet  # type: ignore[attr-defined]  # the server's setting
+    if limit > 64 * MIB:
+        pytest.skip(f"max_allowed_packet is {limit} bytes: too large a value to build here")
+    with pytest.raises(StoreError, match=f"max_allowed_packet = {limit} bytes"):
+        await store.write(WriteBatch().put(b"\x07ok", b"1").put(b"\x07huge", bytes(limit)))
+    assert await store.range(b"\x07", b"\x08") == []
+
+
+# --- several processes ------------------------------------------------------------------------
+
+
+def run_processes(target: Any, args: list[tuple[Any, ...]]) -> list[Any]:
+    """Start one spawned process per argument tuple (each gets a shared Barrier and a
+    results Queue appended), wait for all, and return what each put on the queue."""
+    barrier = SPAWN.Barrier(len(args))
+    results = SPAWN.Queue()
+    procs = [SPAWN.Process(target=target, args=(*a, barrier, results)) for a in args]
+    for p in procs:
+        p.start()
+    try:
+        reports = [results.get(True, 90) for _ in procs]
+    finally:
+        for p in procs:
+            p.join(10)
+            if p.exitcode is None:
+                p.kill()
+    assert [p.exitcode for p in procs] == [0] * len(procs)
+    return reports
+
+
+@pytest.mark.parametrize("kind", backends.MULTI_PROCESS, indirect=True)
+async def test_compare_and_set_across_processes(
+    store: DataStore, settings: dict[str, Any]
+) -> None:
+    await store.write(WriteBatch().put(b"\x02v", b"0"))
+    args = [(settings, b"\x02v", 50)] * 4
+    reports = await asyncio.to_thread(run_processes, store_procs.cas_increments, args)
+    assert len({pid for pid, _ in reports}) == 4
+    assert await store.get(b"\x02v") == b"200"  # 4 x 50: no increment lost
+
+
+@pytest.mark.parametrize("kind", backends.MULTI_PROCESS, indirect=True)
+async def test_counters_across_processes(store: DataStore, settings: dict[str, Any]) -> None:
+    await store.write(WriteBatch().add(b"\x04sum", 1000))
+    keys = (b"\x04sum", b"\x04n")
+    deltas = [[(p * 1000 + i) * (-1) ** i for i in range(50)] for p in range(4)]
+    args = [(settings, keys, d) for d in deltas]
+    pids = await asyncio.to_thread(run_processes, store_procs.add_counters, args)
+    assert len(set(pids)) == 4
+    assert await store.counter(b"\x04sum") == 1000 + sum(map(sum, deltas))
+    assert await store.counter(b"\x04n") == 200
+
+
+def batch_counts(pairs: list[tuple[bytes, Any]]) -> dict[int, int]:
+    counts: dict[int, int] = {}
+    for key, _ in pairs:
+        number = int.from_bytes(key[1:3], "big")
+        counts[number] = counts.get(number, 0) + 1
+    return counts
+
+
+@pytest.mark.parametrize("kind", backends.MULTI_PROCESS, indirect=True)
+async def test_killed_writer_leaves_no_partial_batch(settings: dict[str, Any]) -> None:
+    """SIGKILL a process inside ``write`` of a 20 000-put batch: all of it or none is there."""
+    size, batches = 20_000, 6
+    parent_end, child_end = SPAWN.Pipe(duplex=False)
+    proc = SPAWN.Process(
+        target=store_procs.write_batches_until_killed,
+        args=(settings, 0x0D, batches, size, child_end),
+    )
+    proc.start()
+    events: list[tuple[str, int]] = []
+
+    def until(kind: str) -> float:
+        while True:
+            if not parent_end.poll(90):
+                raise AssertionError(f"no {kind!r} from the writer; got {events}")
+            events.append(parent_end.recv())
+            if events[-1][0] == kind:
+                return time.monotonic()
+
+    try:
+        started = await asyncio.to_thread(until, "start")
+        child_end.close()  # only now: the child has surely received its end
+        one_batch = await asyncio.to_thread(until, "done") - started
+        # The writer went straight on into batch 1: kill it somewhere inside that write.
+        await asyncio.sleep(random.uniform(0.05, 0.9) * one_batch)
+        proc.kill()
+        await asyncio.to_thread(proc.join, 30)
+    finally:
+        if proc.exitcode is None:
+            proc.kill()
+    assert proc.exitcode == -signal.SIGKILL
+    while parent_end.poll(0):  # the reports sent before the kill (then end of file)
+        try:
+            events.append(parent_end.recv())
+        except EOFError:
+            break
+    assert events[-1][0] == "start", f"the kill missed every write: {events}"
+    in_flight = events[-1][1]
+
+    store = open_data_store("after-kill", settings)
+    try:
+        counts = [batch_counts(await store.range(b"\x0d", b"\x0e", keys_only=True))]
+        await asyncio.to_thread(backends.wait_for_writers, settings)  # the server settled
+        counts.append(batch_counts(await store.range(b"\x0d", b"\x0e", keys_only=True)))
+        for seen in counts:
+            assert all(n == size for n in seen.values()), f"partial batch visible: {seen}"
+            committed = set(range(in_flight))  # acknowledged: durable
+            assert committed <= set(seen) <= committed | {in_flight}
+        assert set(counts[0]) <= set(counts[1])
+        # The other batches' data is intact, value for value.
+        first = await store.range(b"\x0d\x00\x00", b"\x0d\x00\x01")
+        assert first == [
+            (store_procs.batch_key(0x0D, 0, i), b"0:%d:" % i + b"x" * 80) for i in range(size)
+        ]
+    finally:
+        await store.close()
 
 
 @pytest.mark.parametrize("kind", backends.EMBEDDED, indirect=True)

@@ -98,7 +98,7 @@ def test_storage_roles_must_name_fitting_stores() -> None:
         'storage.fts = "default": store "default" is a lmdb store, which cannot serve as the '
         "fts store; types that can: sqlite, postgresql, mysql, whoosh"
     ]
-    assert _role_errors({"default": lmdb, "r": {"type": "redis"}}, {"fts": "default",
+    assert _role_errors({"default": lmdb, "r": {"type": "redis", "url": "redis://127.0.0.1"}}, {"fts": "default",
                                                                     "data": "r"})[0] == (
         'storage.data = "r": store "r" is a redis store, which cannot serve as the data store; '
         "types that can: lmdb, sqlite, postgresql, mysql, memory"

@@ -16,6 +16,15 @@ Durability: ``write`` returns after COMMIT; InnoDB makes that durable only with
 ``innodb_flush_log_at_trx_commit = 1`` (the default), a server-wide setting — a warning is
 logged when the server runs with another value.
 
+Large values: PyMySQL (1.1+) sends bytes as hex literals (``_binary X'...'``), so a statement
+is twice the size of the values it carries, and the server rejects any packet larger than its
+``max_allowed_packet`` (16 MiB by default on MySQL 8 and MariaDB 10.6+). A value too big for
+one statement is assembled in a session variable from pieces of at most half a packet
+(``SET @v = CONCAT(@v, X'...')``) and inserted from there, inside the batch's transaction.
+The server still has to hold the whole value in one packet when it returns it (and CONCAT's
+result is capped at the same limit), so a value larger than ``max_allowed_packet`` minus a
+small margin is refused before anything is sent, naming the setting to raise.
+
 Concurrency: PyMySQL has no pool, so each store keeps its own small one (created lazily,
 at most ``pool-size`` connections) and a thread pool of the same size; open the store after
 fork. PyMySQL connections are not thread-safe: a connection is used by one thread at a time.
@@ -41,7 +50,7 @@ from stalwart_mp.store.backends.batch import (
     validate,
 )
 from stalwart_mp.store.backends.sqlcommon import ExecutorMixin, check_table
-from stalwart_mp.store.data import DataStore, StoreError, WriteBatch, decode_counter
+from stalwart_mp.store.data import DataStore, Op, StoreError, WriteBatch, decode_counter
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -51,10 +60,22 @@ _RETRY_CODES = {1213, 1020}  # deadlock victim; MariaDB "record has changed sinc
 _BROKEN_CODES = {2006, 2013, 2014, 2055}  # server gone away, lost connection, out of sync
 _MAX_ATTEMPTS = 30
 _SQL_MODE = "STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION"
+_PACKET_MARGIN = 4096  # SQL text, row header and protocol framing around a key and value
+_MAX_PIECE = 4 << 20  # raw bytes per statement when assembling a large value
+_DELETE_CHUNK = 1000  # keys per DELETE ... IN (...) statement
+_VAR = "@stalwart_mp_value"
 
 
 class _CommitUnknown(StoreError):
     """The connection broke during COMMIT: the batch may or may not have been committed."""
+
+
+def _packet_hint(exc: BaseException) -> str:
+    """Advice for errors caused by the server's packet limit (1153: packet too large, 1301:
+    CONCAT result too large), which the server reports without naming the setting's value."""
+    if isinstance(exc, pymysql.err.Error) and exc.args[:1] and exc.args[0] in (1153, 1301):
+        return "; raise max_allowed_packet in the MySQL server's configuration"
+    return ""
 
 
 def _broken(exc: BaseException) -> bool:
@@ -133,6 +154,7 @@ class MysqlStore(ExecutorMixin, DataStore):
             "init_command": options or None,
         }
         self._pool = _Pool(self._connect)
+        self._max_packet = 16 << 20  # replaced by the server's value in _setup
         conn = self._connect()
         try:
             self._setup(conn)
@@ -163,8 +185,9 @@ class MysqlStore(ExecutorMixin, DataStore):
                 f"CREATE TABLE IF NOT EXISTS {self._sql_table} "
                 "(k VARBINARY(255) NOT NULL PRIMARY KEY, v LONGBLOB NOT NULL) ENGINE=InnoDB"
             )
-            cur.execute("SELECT @@innodb_flush_log_at_trx_commit")
-            flush = cur.fetchone()[0]
+            cur.execute("SELECT @@innodb_flush_log_at_trx_commit, @@max_allowed_packet")
+            flush, max_packet = cur.fetchone()
+        self._max_packet = int(max_packet)
         if int(flush) != 1:
             log.warning(
                 'store "%s": MySQL at %s runs with innodb_flush_log_at_trx_commit = %s; '
@@ -195,7 +218,9 @@ class MysqlStore(ExecutorMixin, DataStore):
                 if isinstance(exc, pymysql.err.Error):
                     if _broken(exc) and retry and attempt == 0:
                         continue
-                    raise StoreError(f'store "{self.name}": MySQL at {self._where}: {exc}') from exc
+                    raise StoreError(
+                        f'store "{self.name}": MySQL at {self._where}: {exc}{_packet_hint(exc)}'
+                    ) from exc
                 raise
             self._pool.put(conn)
             return result
@@ -268,7 +293,9 @@ class MysqlStore(ExecutorMixin, DataStore):
             )
             current = dict(cur.fetchall())
         final = resolve(batch, current)  # AssertionFailed => rollback in _with_conn
-        puts = [(k, v) for k, v in sorted(final.items()) if v is not None]
+        piece = self._piece_size()
+        puts = [(k, v) for k, v in sorted(final.items()) if v is not None and len(v) <= piece]
+        large = [(k, v) for k, v in sorted(final.items()) if v is not None and len(v) > piece]
         dels = [k for k, v in sorted(final.items()) if v is None]
         if puts:
             cur.executemany(
@@ -276,9 +303,12 @@ class MysqlStore(ExecutorMixin, DataStore):
                 "ON DUPLICATE KEY UPDATE v = VALUES(v)",
                 puts,
             )
-        if dels:
-            marks = ",".join(["%s"] * len(dels))
-            cur.execute(f"DELETE FROM {self._sql_table} WHERE k IN ({marks})", dels)
+        for key, value in large:
+            self._put_large(cur, key, value, piece)
+        for i in range(0, len(dels), _DELETE_CHUNK):
+            chunk = dels[i : i + _DELETE_CHUNK]
+            marks = ",".join(["%s"] * len(chunk))
+            cur.execute(f"DELETE FROM {self._sql_table} WHERE k IN ({marks})", chunk)
         try:
             conn.commit()
         except pymysql.err.Error as exc:
@@ -289,6 +319,40 @@ class MysqlStore(ExecutorMixin, DataStore):
                 ) from exc
             raise
         return final
+
+    def _piece_size(self) -> int:
+        """Raw bytes of value that fit in one statement: hex doubles them, plus the SQL."""
+        return max(1024, min(_MAX_PIECE, (self._max_packet - _PACKET_MARGIN) // 2))
+
+    def _put_large(self, cur: Any, key: bytes, value: bytes, piece: int) -> None:
+        """Store a value too big for one statement: assemble it in a session variable."""
+        cur.execute(f"SET {_VAR} = %s", (value[:piece],))
+        for offset in range(piece, len(value), piece):
+            cur.execute(f"SET {_VAR} = CONCAT({_VAR}, %s)", (value[offset : offset + piece],))
+        cur.execute(
+            f"INSERT INTO {self._sql_table} (k, v) VALUES (%s, {_VAR}) "
+            "ON DUPLICATE KEY UPDATE v = VALUES(v)",
+            (key,),
+        )
+        cur.execute(f"SET {_VAR} = NULL")  # free the server-side copy now
+
+    def _check_sizes(self, batch: WriteBatch) -> None:
+        """Refuse, before any I/O, keys and values the server could not store or return."""
+        max_value = self._max_packet - _PACKET_MARGIN
+        for op, key, arg in batch.ops:
+            if len(key) > MAX_KEY:
+                raise StoreError(
+                    f'store "{self.name}": key of {len(key)} bytes is longer than MySQL\'s '
+                    f"{MAX_KEY}-byte key column: {key[:32]!r}..."
+                )
+            if op is Op.PUT and isinstance(arg, bytes) and len(arg) > max_value:
+                raise StoreError(
+                    f'store "{self.name}": value of {len(arg)} bytes for key {key[:32]!r} is '
+                    f"larger than the MySQL server at {self._where} can hold in one packet "
+                    f"(max_allowed_packet = {self._max_packet} bytes, of which at most "
+                    f"{max_value} for a value); raise max_allowed_packet in the server's "
+                    "configuration (e.g. max_allowed_packet = 64M under [mysqld])"
+                )
 
     def _commit(self, batch: WriteBatch) -> dict[bytes, bytes | None]:
         for attempt in range(_MAX_ATTEMPTS):
@@ -309,12 +373,7 @@ class MysqlStore(ExecutorMixin, DataStore):
 
     async def write(self, batch: WriteBatch) -> None:
         validate(batch)
-        for op, key, _ in batch.ops:
-            if len(key) > MAX_KEY:
-                raise StoreError(
-                    f'store "{self.name}": key of {len(key)} bytes is longer than MySQL\'s '
-                    f"{MAX_KEY}-byte key column: {key[:32]!r}..."
-                )
+        self._check_sizes(batch)
         await self._in_thread(self._commit, batch)
 
     async def assign_id(self, key: bytes) -> int:

@@ -1,0 +1,174 @@
+"""MySQL / MariaDB full-text store: InnoDB table ``<table>_fts`` with a FULLTEXT index.
+
+Schema: ``(account_id, document_id) PRIMARY KEY, terms MEDIUMTEXT, f_from MEDIUMTEXT, ...``,
+``FULLTEXT (terms)``, searched ``IN BOOLEAN MODE``.
+
+InnoDB FULLTEXT has its own word rules: words shorter than ``innodb_ft_min_token_size`` (3)
+or longer than ``innodb_ft_max_token_size`` (84) are not indexed, a stopword list drops "the",
+"be", "will"..., and word characters depend on the collation. All are server-wide (read-only
+at run time), so instead of tuning the server, ``terms`` holds encoded lexemes that no rule
+touches: ``<field code><account id, hex>x<token as UTF-8 hex>``, e.g. ``s7x627564676574``
+for "budget" in account 7's subject. They are ASCII letters and digits only, at least
+5 characters long, and shaped ``[ftcbsxa][0-9a-f]+[xz][0-9a-f]+``, which no stopword is; a
+token whose encoding would pass 84 characters becomes ``<code><account>z<BLAKE2b-128 hex>``. The account in
+every lexeme keeps a lookup inside one account, and one FULLTEXT index serves every field.
+
+Phrases: as for PostgreSQL, FULLTEXT finds the documents holding every word of the phrase in
+a scoped field, and adjacency is checked in Python on the ``f_*`` columns (``fts_text``
+tokens, ``GAP`` between list values). InnoDB FULLTEXT keeps no usable positions in boolean
+mode, so this is also the only exact way.
+
+Maintenance: InnoDB marks deleted or replaced rows in the FULLTEXT index and purges them on
+``OPTIMIZE TABLE`` (with ``innodb_optimize_fulltext_only = ON``); run it from time to time on
+indexes with much churn. Connections: the pool, thread pool and error handling of the MySQL
+data store (``MysqlStore``), reused by subclassing it with this table's DDL.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
+
+from stalwart_mp.store import fts_text
+from stalwart_mp.store.backends.mysql_store import MysqlStore
+from stalwart_mp.store.data import StoreError
+from stalwart_mp.store.fts import (
+    FIELDS,
+    FtsStore,
+    Query,
+    check_ids,
+    check_query,
+    evaluate,
+    resolve_language,
+    tokenize,
+)
+
+T = TypeVar("T")
+FIELD_CODES = {"from": "f", "to": "t", "cc": "c", "bcc": "b", "subject": "s", "body": "x",
+               "attachments": "a"}
+MAX_LEXEME = 84  # innodb_ft_max_token_size default (and maximum)
+MAX_TABLE = 60  # "<table>_fts" must fit MySQL's 64-character identifiers
+_COLUMNS = [f"f_{f}" for f in FIELDS]
+
+
+def lexeme(account_id: int, field: str, token: str) -> str:
+    head = f"{FIELD_CODES[field]}{account_id:x}"
+    encoded = f"{head}x{token.encode().hex()}"
+    if len(encoded) <= MAX_LEXEME:
+        return encoded
+    return f"{head}z{hashlib.blake2b(token.encode(), digest_size=16).hexdigest()}"
+
+
+class _Connections(MysqlStore):
+    """The MySQL data store's connection handling, creating the fts table instead."""
+
+    def _setup(self, conn: Any) -> None:
+        with conn.cursor() as cur:
+            cur.execute(
+                f"CREATE TABLE IF NOT EXISTS `{self.table}_fts` ("
+                "account_id INT UNSIGNED NOT NULL, document_id INT UNSIGNED NOT NULL, "
+                "terms MEDIUMTEXT NOT NULL, "
+                + "".join(f"{c} MEDIUMTEXT NOT NULL, " for c in _COLUMNS)
+                + "PRIMARY KEY (account_id, document_id), FULLTEXT KEY terms (terms)) "
+                "ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin"
+            )
+
+
+class _Matcher:
+    def __init__(self, cur: Any, table: str, account_id: int) -> None:
+        self._cur = cur
+        self._table = table
+        self._account = account_id
+
+    def all(self) -> set[int]:
+        self._cur.execute(
+            f"SELECT document_id FROM {self._table} WHERE account_id = %s", (self._account,)
+        )
+        return {r[0] for r in self._cur.fetchall()}
+
+    def match(self, fields: tuple[str, ...], tokens: tuple[str, ...]) -> set[int]:
+        # Boolean mode: "+(a b)" = a or b required; one such group per distinct word.
+        against = " ".join(
+            "+(" + " ".join(lexeme(self._account, f, t) for f in fields) + ")"
+            for t in dict.fromkeys(tokens)
+        )
+        columns = "".join(f", f_{f}" for f in fields) if len(tokens) > 1 else ""
+        self._cur.execute(
+            f"SELECT document_id{columns} FROM {self._table} "
+            "WHERE account_id = %s AND MATCH (terms) AGAINST (%s IN BOOLEAN MODE)",
+            (self._account, against),
+        )
+        rows = self._cur.fetchall()
+        if len(tokens) == 1:
+            return {r[0] for r in rows}
+        return {r[0] for r in rows if any(fts_text.has_sequence(t, tokens) for t in r[1:])}
+
+
+class MysqlFts(FtsStore):
+    def __init__(self, name: str, *, table: str = "kv", language: str = "english",
+                 **connection: Any) -> None:
+        self.name = name
+        self.language = fts_text.language_name(language)
+        if len(table) > MAX_TABLE:
+            raise StoreError(
+                f'store "{name}": table = {table!r}: at most {MAX_TABLE} characters for a '
+                'full-text store (its table name adds "_fts")'
+            )
+        self._db = _Connections(name, table=table, **connection)
+        self._table = f"`{self._db.table}_fts`"
+
+    async def _run(self, fn: Callable[[Any], T]) -> T:
+        # Every statement here is idempotent (upsert, delete, reads): a call that met a broken
+        # connection can be retried on a fresh one.
+        return await self._db._in_thread(functools.partial(self._db._with_conn, fn, retry=True))
+
+    async def index(
+        self,
+        account_id: int,
+        document_id: int,
+        fields: Mapping[str, str | Sequence[str]],
+        language: str | None = None,
+    ) -> None:
+        check_ids(account_id, document_id)
+        tokens = await tokenize(fields, resolve_language(self, language))
+        terms = " ".join(sorted({
+            lexeme(account_id, f, t) for f in FIELDS for t in tokens[f] if t != fts_text.GAP
+        }))
+        texts = [" ".join(tokens[f]) for f in FIELDS]
+        sql = (
+            f"INSERT INTO {self._table} (account_id, document_id, terms, {', '.join(_COLUMNS)}) "
+            f"VALUES (%s, %s, %s{', %s' * len(FIELDS)}) ON DUPLICATE KEY UPDATE "
+            "terms = VALUES(terms)" + "".join(f", {c} = VALUES({c})" for c in _COLUMNS)
+        )
+        args = (account_id, document_id, terms, *texts)
+        await self._run(lambda cur: cur.execute(sql, args))
+
+    async def _delete(self, where: str, args: tuple[int, ...]) -> None:
+        sql = f"DELETE FROM {self._table} WHERE {where}"
+        await self._run(lambda cur: cur.execute(sql, args))
+
+    async def unindex(self, account_id: int, document_id: int) -> None:
+        check_ids(account_id, document_id)
+        await self._delete("account_id = %s AND document_id = %s", (account_id, document_id))
+
+    async def unindex_account(self, account_id: int) -> None:
+        check_ids(account_id)
+        await self._delete("account_id = %s", (account_id,))
+
+    def _query(self, cur: Any, account_id: int, q: Query, language: str) -> set[int]:
+        # One consistent snapshot for every leaf of the query.
+        cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+        result = evaluate(q, _Matcher(cur, self._table, account_id), language)
+        cur.execute("COMMIT")
+        return result
+
+    async def query(self, account_id: int, q: Query, language: str | None = None) -> set[int]:
+        check_ids(account_id)
+        check_query(q)
+        language = resolve_language(self, language)
+        return await self._run(lambda cur: self._query(cur, account_id, q, language))
+
+    async def close(self) -> None:
+        await self._db.close()

@@ -1,0 +1,172 @@
+"""PostgreSQL full-text store: table ``<table>_fts`` with a tsvector and a GIN index.
+
+Schema: ``(account_id, document_id) PRIMARY KEY, terms TSVECTOR, f_from TEXT, ...``.
+
+``terms`` is built with ``array_to_tsvector`` from lexemes ``<account>:<field code><token>``
+(tokens from ``fts_text``): no text search configuration, parser, dictionary or stopword
+list of the server is involved, so results do not depend on ``default_text_search_config``
+or the database locale, and a lexeme names its account and field — a GIN lookup only ever
+finds the documents of one account, and one index serves every field. Queries are built as
+tsquery text of quoted lexemes (``'7:sbudget' | '7:xbudget'``), which PostgreSQL takes
+verbatim.
+
+Phrases: the ``f_*`` columns hold each field's tokens (space-joined, ``GAP`` between list
+values). The GIN index finds the documents holding every word of the phrase in a scoped
+field; adjacency is then checked in Python on those columns. This is exact at any length,
+where tsvector positions stop at 16383 and keep 256 positions per lexeme.
+
+Connections: the pool, thread pool, reconnect and error handling of the PostgreSQL data
+store (``PostgresStore``), reused by subclassing it with this table's DDL; none of its
+key-value methods are used. A query runs in one REPEATABLE READ READ ONLY transaction so all
+its leaves see one snapshot; a write is one autocommitted upsert or delete.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
+
+from stalwart_mp.store import fts_text
+from stalwart_mp.store.backends.postgres_store import PostgresStore, lock_id
+from stalwart_mp.store.data import StoreError
+from stalwart_mp.store.fts import (
+    FIELDS,
+    FtsStore,
+    Query,
+    check_ids,
+    check_query,
+    evaluate,
+    resolve_language,
+    tokenize,
+)
+
+T = TypeVar("T")
+FIELD_CODES = {"from": "f", "to": "t", "cc": "c", "bcc": "b", "subject": "s", "body": "x",
+               "attachments": "a"}
+_COLUMNS = [f"f_{f}" for f in FIELDS]
+MAX_TABLE = 53  # "<table>_fts_terms" (the index) must fit PostgreSQL's 63-byte identifiers
+
+
+def lexeme(account_id: int, field: str, token: str) -> str:
+    return f"{account_id}:{FIELD_CODES[field]}{token}"
+
+
+def _quote(lex: str) -> str:
+    return "'" + lex.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+class _Connections(PostgresStore):
+    """The PostgreSQL data store's connection handling, creating the fts table instead."""
+
+    def _create_table(self, cur: Any) -> None:
+        table = f'"{self.table}_fts"'
+        cur.execute("BEGIN")
+        cur.execute("SELECT pg_advisory_xact_lock(%s)", (lock_id(self.table + "_fts", b""),))
+        cur.execute(
+            f"CREATE TABLE IF NOT EXISTS {table} (account_id BIGINT NOT NULL, "
+            "document_id BIGINT NOT NULL, terms TSVECTOR NOT NULL, "
+            + "".join(f"{c} TEXT NOT NULL, " for c in _COLUMNS)
+            + "PRIMARY KEY (account_id, document_id))"
+        )
+        cur.execute(
+            f'CREATE INDEX IF NOT EXISTS "{self.table}_fts_terms" ON {table} USING GIN (terms)'
+        )
+        cur.execute("COMMIT")
+
+
+class _Matcher:
+    def __init__(self, cur: Any, table: str, account_id: int) -> None:
+        self._cur = cur
+        self._table = table
+        self._account = account_id
+
+    def all(self) -> set[int]:
+        self._cur.execute(
+            f"SELECT document_id FROM {self._table} WHERE account_id = %s", (self._account,)
+        )
+        return {r[0] for r in self._cur.fetchall()}
+
+    def match(self, fields: tuple[str, ...], tokens: tuple[str, ...]) -> set[int]:
+        tsquery = " & ".join(
+            "(" + " | ".join(_quote(lexeme(self._account, f, t)) for f in fields) + ")"
+            for t in dict.fromkeys(tokens)
+        )
+        columns = "".join(f", f_{f}" for f in fields) if len(tokens) > 1 else ""
+        self._cur.execute(
+            f"SELECT document_id{columns} FROM {self._table} "
+            "WHERE account_id = %s AND terms @@ %s::tsquery",
+            (self._account, tsquery),
+        )
+        rows = self._cur.fetchall()
+        if len(tokens) == 1:
+            return {r[0] for r in rows}
+        return {r[0] for r in rows if any(fts_text.has_sequence(t, tokens) for t in r[1:])}
+
+
+class PostgresFts(FtsStore):
+    def __init__(self, name: str, *, table: str = "kv", language: str = "english",
+                 **connection: Any) -> None:
+        self.name = name
+        self.language = fts_text.language_name(language)
+        if len(table) > MAX_TABLE:
+            raise StoreError(
+                f'store "{name}": table = {table!r}: at most {MAX_TABLE} characters for a '
+                "full-text store (its table and index names add a suffix)"
+            )
+        self._db = _Connections(name, table=table, **connection)
+        self._table = f'"{self._db.table}_fts"'
+
+    async def index(
+        self,
+        account_id: int,
+        document_id: int,
+        fields: Mapping[str, str | Sequence[str]],
+        language: str | None = None,
+    ) -> None:
+        check_ids(account_id, document_id)
+        tokens = await tokenize(fields, resolve_language(self, language))
+        lexemes = sorted({
+            lexeme(account_id, f, t) for f in FIELDS for t in tokens[f] if t != fts_text.GAP
+        })
+        texts = [" ".join(tokens[f]) for f in FIELDS]
+        sql = (
+            f"INSERT INTO {self._table} (account_id, document_id, terms, {', '.join(_COLUMNS)}) "
+            f"VALUES (%s, %s, array_to_tsvector(%s::text[]){', %s' * len(FIELDS)}) "
+            "ON CONFLICT (account_id, document_id) DO UPDATE SET terms = EXCLUDED.terms"
+            + "".join(f", {c} = EXCLUDED.{c}" for c in _COLUMNS)
+        )
+        args = (account_id, document_id, lexemes, *texts)
+        await self._run(lambda cur: cur.execute(sql, args))
+
+    async def _run(self, fn: Callable[[Any], T]) -> T:
+        # Every statement here is idempotent (upsert, delete, reads): a call that met a broken
+        # connection can be retried on a fresh one.
+        return await self._db._in_thread(functools.partial(self._db._with_conn, fn, retry=True))
+
+    async def _delete(self, where: str, args: tuple[int, ...]) -> None:
+        sql = f"DELETE FROM {self._table} WHERE {where}"
+        await self._run(lambda cur: cur.execute(sql, args))
+
+    async def unindex(self, account_id: int, document_id: int) -> None:
+        check_ids(account_id, document_id)
+        await self._delete("account_id = %s AND document_id = %s", (account_id, document_id))
+
+    async def unindex_account(self, account_id: int) -> None:
+        check_ids(account_id)
+        await self._delete("account_id = %s", (account_id,))
+
+    def _query(self, cur: Any, account_id: int, q: Query, language: str) -> set[int]:
+        cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        result = evaluate(q, _Matcher(cur, self._table, account_id), language)
+        cur.execute("COMMIT")
+        return result
+
+    async def query(self, account_id: int, q: Query, language: str | None = None) -> set[int]:
+        check_ids(account_id)
+        check_query(q)
+        language = resolve_language(self, language)
+        return await self._run(lambda cur: self._query(cur, account_id, q, language))
+
+    async def close(self) -> None:
+        await self._db.close()
