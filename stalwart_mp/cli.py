@@ -1,4 +1,4 @@
-"""The ``stalwart-mp`` command: init, serve, check-config, store copy."""
+"""The ``stalwart-mp`` command: init, serve, check-config, store copy, mail import/export."""
 from __future__ import annotations
 
 import argparse
@@ -94,10 +94,80 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument("--restart", action="store_true",
                       help="discard an unfinished copy in the destination and start over")
 
+    _add_mail_commands(sub)
+
     args = parser.parse_args(argv)
     return {
         "init": cmd_init, "serve": cmd_serve, "check-config": cmd_check, "store": cmd_store,
+        "mail": cmd_mail,
     }[args.command](args)
+
+
+MAIL_IMPORT_DESCRIPTION = """\
+Import a Maildir++ tree (Dovecot, Courier) or an mboxrd file into an account, keeping the
+message bytes, flags, keywords, received dates, folders and order. Safe while the server
+runs (clients see the mail at once; IDLE sessions are notified when the server is up).
+
+Maildir: INBOX is the top level, ".Parent.Child" folders become nested mailboxes (created
+if missing); flags from ":2,DFRST" (draft, flagged, answered, seen, deleted) and Dovecot
+keyword letters (dovecot-keywords); the received date is the file's mtime; dovecot-uidlist
+gives the order when present. --mailbox NAME imports only that folder.
+mbox: "From " lines separate messages (date = received date), ">From " lines are
+unescaped (mboxrd), Status/X-Status/X-Keywords give the flags and stay in the message.
+--mailbox NAME is the target ("Parent/Child", created if missing; default INBOX).
+
+Resumable: a checkpoint in the data store records each imported message; after an
+interruption run the same command again: nothing is imported twice.
+
+  stalwart-mp mail import --config config.toml --account jane@example.com --maildir ~/Maildir
+  stalwart-mp mail import --config config.toml --account jane@example.com --mbox old.mbox \\
+      --mailbox Archive/2019
+"""
+
+MAIL_EXPORT_DESCRIPTION = """\
+Export an account's mailboxes, in UID order, with the stored message bytes unchanged.
+
+Maildir (--maildir DIR): every mailbox (or --mailbox NAME), INBOX at the top level and
+".Parent.Child" folders; files cur/<received>.E<email id>.<host>:2,<flags> with the
+received date as mtime, dovecot-keywords for keywords and dovecot-uidlist for the order.
+Rerunning writes only what is missing and renames files whose flags changed.
+mbox (--mbox FILE): one mailbox (--mailbox NAME, default INBOX) as mboxrd; flags are
+written as Status/X-Status/X-Keywords header fields only with --mbox-flags.
+
+  stalwart-mp mail export --config config.toml --account jane@example.com --maildir /backup/jane
+"""
+
+
+def _add_mail_commands(sub) -> None:
+    mail = sub.add_parser(
+        "mail", help="mail tools: import and export Maildir and mbox",
+        description="Tools moving messages in and out of accounts.",
+    )
+    mail_sub = mail.add_subparsers(dest="mail_command", required=True, metavar="COMMAND")
+    for name, help_text, description in (
+        ("import", "import a Maildir or an mbox file into an account", MAIL_IMPORT_DESCRIPTION),
+        ("export", "export an account to a Maildir or an mbox file", MAIL_EXPORT_DESCRIPTION),
+    ):
+        cmd = mail_sub.add_parser(name, help=help_text, description=description,
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+        cmd.add_argument("--config", required=True, type=Path, help="path of config.toml")
+        cmd.add_argument("--account", required=True, metavar="ADDR",
+                         help="the account: one of its addresses, or its login name")
+        source = cmd.add_mutually_exclusive_group(required=True)
+        source.add_argument("--maildir", type=Path, metavar="DIR", help="a Maildir++ folder")
+        source.add_argument("--mbox", type=Path, metavar="FILE", help="an mbox (mboxrd) file")
+        cmd.add_argument("--mailbox", metavar="NAME",
+                         help="one mailbox, levels separated by '/' (see above)")
+        if name == "export":
+            cmd.add_argument("--mbox-flags", action="store_true",
+                             help="mbox: write flags as Status/X-Status/X-Keywords fields "
+                             "(changes the messages)")
+
+
+def cmd_mail(args) -> int:
+    from stalwart_mp.mail.transfer import exporter, importer
+
+    return {"import": importer.main, "export": exporter.main}[args.mail_command](args)
 
 
 STORE_COPY_DESCRIPTION = """\

@@ -22,13 +22,24 @@ class Services:
     auth: Authenticator
     tokens: TokenStore
     manager: object | None    # DirectoryManager when the directory is the internal one
+    blobs: object             # stalwart_mp.store.blob.BlobStore
+    mail: object              # stalwart_mp.mail.store.MailStore (writes group-committed)
+    delivery: object          # stalwart_mp.mail.delivery.Delivery
 
     @classmethod
     async def open(cls, cfg, events=None) -> Services:
         from stalwart_mp.directory.configured import open_directory
         from stalwart_mp.directory.internal import InternalDirectory
         from stalwart_mp.directory.management import DirectoryManager
-        from stalwart_mp.store.configured import open_data_store, open_lookup_store
+        from stalwart_mp.mail.commit import GroupCommitter
+        from stalwart_mp.mail.delivery import Delivery, DeliverySettings
+        from stalwart_mp.mail.notify import change_publisher
+        from stalwart_mp.mail.store import MailStore
+        from stalwart_mp.store.configured import (
+            open_blob_store,
+            open_data_store,
+            open_lookup_store,
+        )
 
         data = await open_data_store(cfg)
         lookup = await open_lookup_store(cfg, data)
@@ -40,10 +51,17 @@ class Services:
         if events is not None:
             directory.attach(events)
         auth = Authenticator(directory, lookup, BanPolicy.from_config(cfg), manager)
-        return cls(data, lookup, directory, auth, TokenStore(data), manager)
+        blobs = open_blob_store(cfg, data)
+        committer = GroupCommitter(data, blobs, change_publisher(events))
+        mail = MailStore(data, committer)
+        delivery = Delivery(mail, blobs, directory, DeliverySettings.from_config(cfg))
+        return cls(data, lookup, directory, auth, TokenStore(data), manager, blobs, mail,
+                   delivery)
 
     async def close(self) -> None:
+        await self.blobs.close()
         await self.directory.close()
         if self.lookup is not self.data:
             await self.lookup.close()
         await self.data.close()
+

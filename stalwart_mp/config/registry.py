@@ -15,6 +15,7 @@ SETTINGS_MODULES = (
     "stalwart_mp.directory.settings",
     "stalwart_mp.directory.sql_settings",
     "stalwart_mp.directory.ldap_settings",
+    "stalwart_mp.mail.settings",
 )
 
 _loaded = False

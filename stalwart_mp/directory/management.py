@@ -70,6 +70,11 @@ class DirectoryManager:
         quota_bytes: int = 0, quota_messages: int = 0, roles: list[str] | None = None,
         members: list[str] = (), member_of: list[str] = (), disabled: bool = False,
     ) -> Principal:
+        try:
+            type = PrincipalType(type)
+        except ValueError:
+            raise DirectoryError(f'"{type}" is not a principal type (individual, group, list, '
+                                 "domain)") from None
         if type == PrincipalType.DOMAIN:
             return await self.create_domain(name, description)
         if not _NAME.fullmatch(name):

@@ -3,8 +3,9 @@
 A child is forked from the master (which holds no event loop, no DB connection, no gRPC
 channel) and only then imports what it needs. Kinds:
 - ``worker`` (N): uvloop, serves every listener on the shared sockets;
-- ``control`` (1): the gRPC control plane.
-The ``queue`` and ``admin`` singletons join this table with the issues that give them a body.
+- ``control`` (1): the gRPC control plane;
+- ``queue`` (1): background mail work (indexing, housekeeping; outbound delivery later).
+The ``admin`` singleton joins this table with the web admin issue.
 """
 from __future__ import annotations
 
@@ -33,8 +34,9 @@ BOOT_ERROR = 3
 BODIES: dict[str, str] = {
     "worker": "stalwart_mp.worker.main:run_worker",
     "control": "stalwart_mp.control.main:run_control_child",
+    "queue": "stalwart_mp.background.main:run_queue_child",
 }
-SINGLETONS = ("control",)
+SINGLETONS = ("control", "queue")
 
 
 @dataclass(slots=True)

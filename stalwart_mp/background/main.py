@@ -1,0 +1,66 @@
+"""The queue child: one process per server for background mail work.
+
+Today: full-text indexing and housekeeping. The SMTP outbound issue adds the delivery
+queue here (retries, DSNs, reports), as ARCHITECTURE.md places it.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from stalwart_mp.master.children import BOOT_ERROR, ChildContext, master_alive
+
+log = logging.getLogger("stalwart_mp.queue")
+
+
+def run_queue_child(ctx: ChildContext) -> int:
+    import uvloop
+
+    return uvloop.run(_main(ctx))
+
+
+async def _main(ctx: ChildContext) -> int:
+    from stalwart_mp.background.housekeeping import run_housekeeping
+    from stalwart_mp.background.indexer import Indexer
+    from stalwart_mp.events.bus import LocalEventBus
+    from stalwart_mp.services import Services
+    from stalwart_mp.store.configured import open_fts_store
+    from stalwart_mp.store.data import StoreError
+
+    cfg = ctx.config
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+        loop.add_signal_handler(sig, stop.set)
+    events = LocalEventBus(ctx.run_dir / "events.sock")
+    await events.start()
+    try:
+        services = await Services.open(cfg, events)
+        fts = open_fts_store(cfg)
+    except StoreError as exc:
+        log.error("queue process cannot start", extra={"fields": {"error": str(exc)}})
+        return BOOT_ERROR
+    indexer = Indexer(services.data, services.blobs, fts, cfg.get("search.index-batch"))
+    events.subscribe("mail.", lambda _topic, _data: indexer.wake.set())
+    tasks = [
+        asyncio.create_task(indexer.run()),
+        asyncio.create_task(run_housekeeping(services, cfg.get("housekeeping.blob-grace"),
+                                             cfg.get("housekeeping.interval"))),
+        asyncio.create_task(_watch_master(ctx, stop)),
+    ]
+    log.info("queue process running")
+    await stop.wait()
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await fts.close()
+    await services.close()
+    await events.close()
+    return 0
+
+
+async def _watch_master(ctx: ChildContext, stop: asyncio.Event) -> None:
+    while master_alive(ctx):
+        await asyncio.sleep(1.0)
+    stop.set()

@@ -1,0 +1,175 @@
+"""Local delivery: one message to many recipients, with a result per recipient.
+
+The message is parsed once and its blob stored once (deduplicated by hash); then every
+recipient is resolved through the directory (aliases, lists, catch-all, plus-addressing),
+checked against its quota, passed through the delivery hooks (Sieve and the spam filter
+plug in here with their issues) and appended — all recipients concurrently, so the group
+committer makes them one durable commit. Only then are results returned: the SMTP session
+answers 250 after this, never before (ARCHITECTURE.md "Durability promise").
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from enum import Enum
+
+from stalwart_mp.directory.base import Directory, DirectoryUnavailable
+from stalwart_mp.directory.ids import account_id
+from stalwart_mp.directory.recipients import Outcome, resolve
+from stalwart_mp.mail.records import Role
+from stalwart_mp.mail.store import MailStore, NoSuchMailbox, Quota, QuotaExceeded
+
+log = logging.getLogger("stalwart_mp.delivery")
+
+
+class Status(str, Enum):
+    DELIVERED = "delivered"
+    UNKNOWN = "unknown"          # 550 5.1.1
+    DISABLED = "disabled"        # 550 5.2.1
+    NOT_LOCAL = "not-local"      # not ours: the caller relays or refuses
+    OVER_QUOTA = "over-quota"    # 452 4.2.2 or 552 5.2.2 (delivery.over-quota)
+    TEMP_FAILURE = "temp-failure"  # 451 4.3.0: directory or store unavailable
+
+
+@dataclass(slots=True)
+class RecipientResult:
+    address: str
+    status: Status
+    accounts: list[str] = field(default_factory=list)
+    external: list[str] = field(default_factory=list)   # list members to forward to
+    message: str = ""
+
+    @property
+    def permanent(self) -> bool:
+        return self.status in (Status.UNKNOWN, Status.DISABLED) or (
+            self.status == Status.OVER_QUOTA and self.message.startswith("5"))
+
+
+@dataclass(slots=True)
+class Target:
+    """Where one account's copy goes; delivery hooks may change it."""
+
+    account: str
+    account_id: int
+    mailbox_role: str = Role.INBOX
+    mailbox_name: str | None = None   # a folder by name (plus-addressing), else the role
+    keywords: list[str] = field(default_factory=list)
+    discard: bool = False
+
+
+# A hook sees the parsed message and a target; it may change the target (file into a
+# folder, add keywords, discard). Sieve (RFC 5228) and the spam filter register here.
+Hook = Callable[[object, Target], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class DeliverySettings:
+    sub_addressing: bool = True
+    plus_folder: bool = False         # "user+folder@" files into "folder" when it exists
+    over_quota_permanent: bool = False
+
+    @classmethod
+    def from_config(cls, cfg) -> DeliverySettings:
+        return cls(cfg.get("delivery.sub-addressing"), cfg.get("delivery.plus-folder"),
+                   cfg.get("delivery.over-quota") == "permanent")
+
+
+class Delivery:
+    def __init__(self, mail: MailStore, blobs, directory: Directory,
+                 settings: DeliverySettings | None = None, hooks: list[Hook] | None = None):
+        self.mail = mail
+        self.blobs = blobs
+        self.directory = directory
+        self.settings = settings or DeliverySettings()
+        self.hooks = hooks if hooks is not None else []
+
+    async def deliver(self, raw: bytes, mail_from: str, recipients: list[str],
+                      received_at: float | None = None) -> list[RecipientResult]:
+        from stalwart_mp.mail.ingest import parse_message, to_record
+
+        parsed = await _parse(raw, parse_message)
+        metadata = to_record(parsed)
+        blob_id = await self.blobs.put(raw)
+        results = [await self._resolve(r) for r in recipients]
+        jobs = []
+        for result in results:
+            if result.status == Status.DELIVERED:
+                for name in result.accounts:
+                    jobs.append((result, name))
+        outcomes = await asyncio.gather(*(
+            self._deliver_one(result, name, parsed, metadata, blob_id, len(raw), received_at)
+            for result, name in jobs), return_exceptions=True)
+        for (result, name), outcome in zip(jobs, outcomes, strict=True):
+            if isinstance(outcome, QuotaExceeded):
+                result.status = Status.OVER_QUOTA
+                result.message = ("552 5.2.2 mailbox full" if self.settings.over_quota_permanent
+                                  else "452 4.2.2 mailbox full, try again later")
+            elif isinstance(outcome, BaseException):
+                log.error("delivery failed", exc_info=outcome,
+                          extra={"fields": {"account": name, "rcpt": result.address}})
+                result.status = Status.TEMP_FAILURE
+                result.message = "451 4.3.0 temporary failure, try again later"
+        log.info("delivered", extra={"fields": {
+            "from": mail_from, "size": len(raw),
+            "rcpts": ",".join(f"{r.address}={r.status.value}" for r in results)}})
+        return results
+
+    async def _resolve(self, address: str) -> RecipientResult:
+        try:
+            r = await resolve(self.directory, address,
+                              sub_addressing=self.settings.sub_addressing)
+        except DirectoryUnavailable as exc:
+            return RecipientResult(address, Status.TEMP_FAILURE,
+                                   message=f"451 4.3.0 directory unavailable: {exc}")
+        status = {Outcome.LOCAL: Status.DELIVERED, Outcome.UNKNOWN_USER: Status.UNKNOWN,
+                  Outcome.DISABLED: Status.DISABLED,
+                  Outcome.NOT_LOCAL: Status.NOT_LOCAL}[r.outcome]
+        result = RecipientResult(address, status, list(r.accounts), list(r.external))
+        result.message = r.detail or ""
+        return result
+
+    async def _deliver_one(self, result: RecipientResult, name: str, parsed, metadata: dict,
+                           blob_id: str, size: int, received_at: float | None) -> None:
+        principal = await self.directory.principal(name)
+        if principal is None:
+            raise DirectoryUnavailable(f"{name} vanished during delivery")
+        acct = await account_id(self.mail.data, principal)
+        await self.mail.ensure_account(acct)
+        target = Target(name, acct)
+        if self.settings.plus_folder and result.message:
+            target.mailbox_name = result.message
+        for hook in self.hooks:
+            await hook(parsed, target)
+        if target.discard:
+            return
+        mailbox = await self._mailbox_for(target)
+        await self.mail.append(
+            acct, [mailbox], blob_id=blob_id, size=size, metadata=metadata,
+            keywords=target.keywords, received_at=received_at,
+            quota=Quota(principal.quota_bytes, principal.quota_messages),
+            message_id=parsed.message_id, references=[*parsed.references,
+                                                      *parsed.in_reply_to])
+
+    async def _mailbox_for(self, target: Target) -> int:
+        boxes = await self.mail.mailboxes(target.account_id)
+        if target.mailbox_name:
+            wanted = target.mailbox_name.lower()
+            for m in boxes:
+                if m.name.lower() == wanted:
+                    return m.id
+        for m in boxes:
+            if m.role == target.mailbox_role:
+                return m.id
+        for m in boxes:
+            if m.role == Role.INBOX:
+                return m.id
+        raise NoSuchMailbox(f"account {target.account} has no inbox")
+
+
+async def _parse(raw: bytes, parse_message):
+    """Parse inline for ordinary messages; big ones on a thread, off the event loop."""
+    if len(raw) < 256 * 1024:
+        return parse_message(raw)
+    return await asyncio.get_running_loop().run_in_executor(None, parse_message, raw)

@@ -1,0 +1,142 @@
+"""``parse_message``: everything IMAP, POP3 and JMAP need from a message, parsed once at
+delivery (docs/architecture.md, "Layers": one mailbox model)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from stalwart_mp.mail.ingest.addresses import Address
+from stalwart_mp.mail.ingest.bodyparts import BodyParts, classify
+from stalwart_mp.mail.ingest.dates import parse_date
+from stalwart_mp.mail.ingest.envelope import Envelope, build_envelope, first_header
+from stalwart_mp.mail.ingest.headers import Header, header_fields
+from stalwart_mp.mail.ingest.mime import Part, parse_tree
+from stalwart_mp.mail.ingest.preview import html_to_text, make_preview
+from stalwart_mp.mail.ingest.thread import base_subject, id_list, normalize_id
+from stalwart_mp.mail.ingest.transfer import decoded_text
+
+ATTACHMENT_TEXT_LIMIT = 1 << 20  # raw bytes of a text attachment read for the search index
+
+
+@dataclass(slots=True)
+class ParsedMessage:
+    size: int
+    headers: list[Header]
+    root: Part
+    envelope: Envelope
+    sent_at: float | None
+    subject: str
+    base_subject: str
+    message_id: str | None
+    in_reply_to: list[str]
+    references: list[str]
+    preview: str
+    attachments: list[str]
+    has_attachment: bool
+    text_for_search: dict[str, str | list[str]] = field(default_factory=dict)
+
+    def header_values(self, name: str) -> list[str]:
+        """Decoded (unfolded, RFC 2047) values of every top-level field called ``name``."""
+        lname = name.lower()
+        return [h.decoded() for h in self.headers if h.lname == lname]
+
+    @property
+    def header_index(self) -> list[tuple[str, int, int]]:
+        """(lower-case name, start, end) of each top-level field: ``raw[start:end]`` is the
+        field with its line end, for BODY[HEADER.FIELDS (...)] (RFC 9051 §6.4.5)."""
+        return [(h.lname, h.start, h.end) for h in self.headers]
+
+    def header_fields(self, raw: bytes, names: list[str], *, exclude: bool = False) -> bytes:
+        return header_fields(raw, self.header_index, names, exclude=exclude)
+
+
+def parse_message(
+    raw: bytes,
+    *,
+    max_parts: int = 10_000,
+    max_depth: int = 50,
+    max_header_bytes: int = 1 << 20,
+) -> ParsedMessage:
+    """Parse ``raw`` once. Never raises on malformed input; limits bound the work."""
+    root = parse_tree(
+        raw, max_parts=max_parts, max_depth=max_depth, max_header_bytes=max_header_bytes
+    )
+    headers = root.headers
+    envelope = build_envelope(headers)
+    subject = envelope.subject or ""
+    in_reply_to = first_header(headers, "in-reply-to")
+    references = first_header(headers, "references")
+    bodies = classify(root)
+    texts = _Texts(raw)
+    preview_part = next(
+        (p for p in bodies.text_body + bodies.html_body if p.content_type == "text"), None
+    )
+    preview = make_preview(texts.of(preview_part)) if preview_part is not None else ""
+    names = [p.filename for p in bodies.attachments if p.filename is not None]
+    parsed = ParsedMessage(
+        size=len(raw),
+        headers=headers,
+        root=root,
+        envelope=envelope,
+        sent_at=parse_date(envelope.date) if envelope.date else None,
+        subject=subject,
+        base_subject=base_subject(subject),
+        message_id=normalize_id(envelope.message_id) if envelope.message_id else None,
+        in_reply_to=id_list(in_reply_to.text()) if in_reply_to else [],
+        references=id_list(references.text()) if references else [],
+        preview=preview,
+        attachments=names,
+        has_attachment=any(_is_real_attachment(p) for p in bodies.attachments),
+    )
+    parsed.text_for_search = _search_fields(envelope, subject, bodies, texts, parsed.attachments)
+    return parsed
+
+
+def _is_real_attachment(part: Part) -> bool:
+    """Inline images referenced by Content-ID (multipart/related) do not count for JMAP
+    hasAttachment (RFC 8621 §4.1.4 leaves the choice to the server)."""
+    inline_media = part.content_type in ("image", "audio", "video")
+    return not (inline_media and part.id and part.disposition != "attachment")
+
+
+class _Texts:
+    """Decoded text of body parts, each computed once."""
+
+    __slots__ = ("cache", "raw")
+
+    def __init__(self, raw: bytes) -> None:
+        self.raw = raw
+        self.cache: dict[int, str] = {}
+
+    def of(self, part: Part, limit: int | None = None) -> str:
+        key = id(part)
+        if key not in self.cache:
+            text = decoded_text(self.raw, part, limit)
+            self.cache[key] = html_to_text(text) if part.subtype == "html" else text
+        return self.cache[key]
+
+
+def _addresses(addresses: list[Address]) -> list[str]:
+    return [a.display() for a in addresses if a.host is not None]
+
+
+def _search_fields(
+    envelope: Envelope, subject: str, bodies: BodyParts, texts: _Texts, names: list[str]
+) -> dict[str, str | list[str]]:
+    """The full-text store's fields (stalwart_mp.store.fts.FIELDS)."""
+    body = "\n".join(texts.of(p) for p in bodies.text_body if p.content_type == "text")
+    attachment_text: list[str] = list(names)
+    for part in bodies.attachments:
+        if part.content_type == "text":
+            attachment_text.append(texts.of(part, ATTACHMENT_TEXT_LIMIT))
+    fields: dict[str, str | list[str]] = {
+        "from": _addresses(envelope.from_),
+        "to": _addresses(envelope.to),
+        "cc": _addresses(envelope.cc),
+        "bcc": _addresses(envelope.bcc),
+        "subject": subject,
+        "body": body,
+        "attachments": attachment_text,
+    }
+    return fields
+

@@ -1,0 +1,70 @@
+"""Hypothesis: parse_message never raises and its offsets are always consistent."""
+
+from __future__ import annotations
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from stalwart_mp.mail.ingest import (
+    Part,
+    bodystructure_tree,
+    decode_body,
+    decoded_text,
+    envelope_tree,
+    from_record,
+    parse_message,
+    to_record,
+)
+from stalwart_mp.mail.ingest.addresses import parse_address_list
+from stalwart_mp.mail.ingest.dates import parse_date
+from stalwart_mp.mail.ingest.params import parse_value
+from stalwart_mp.mail.ingest.rfc2047 import decode_words
+
+_PIECES = [
+    b"\r\n", b"\n", b"\r", b"\r\n\r\n", b"\n\n", b" ", b"\t", b":", b";", b"\x00", b"\xff",
+    b"\xc3\xa9", b"--b", b"--b--", b"--c", b"--c--", b"=?utf-8?q?", b"=?x?b?", b"?=", b"\"",
+    b"Content-Type: multipart/mixed; boundary=b", b"Content-Type: multipart/digest; boundary=c",
+    b"Content-Type: message/rfc822", b"Content-Type: text/html", b"Content-Type: text/plain;",
+    b"Content-Transfer-Encoding: base64", b"Content-Transfer-Encoding: quoted-printable",
+    b"Content-Disposition: attachment; filename*0*=utf-8''%E6; filename*1=x",
+    b"From: a <b@c>, g: d@e;", b"Subject: Re: [x] ", b"Date: 1 Jan 2000 00:00 +0000",
+    b"To: \"q\\\"\" <@r:x@y>", b"<p>", b"</p>", b"=41=", b"aGVsbG8=", b"(", b")", b"<", b">",
+]
+_MESSAGES = st.lists(
+    st.one_of(st.sampled_from(_PIECES), st.binary(max_size=8)), max_size=80
+).map(b"".join)
+
+
+def _check(raw: bytes, part: Part, parent_start: int, parent_end: int) -> None:
+    assert parent_start <= part.header_start <= part.body_start <= part.end <= parent_end
+    assert part.lines >= 0
+    if part.is_multipart or part.is_message:
+        assert part.children, "a container always has at least one child"
+    for child in part.children:
+        _check(raw, child, part.body_start, part.end)
+    decode_body(raw, part)
+    decoded_text(raw, part)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_MESSAGES)
+def test_parse_never_raises_and_offsets_nest(raw: bytes) -> None:
+    parsed = parse_message(raw, max_parts=50, max_depth=8)
+    assert parsed.size == len(raw)
+    _check(raw, parsed.root, 0, len(raw))
+    assert len(parsed.preview) <= 256
+    assert len(parsed.root.walk()) <= 50 + 2 * 9
+    tree = bodystructure_tree(parsed.root, True)
+    envelope_tree(parsed.envelope)
+    stored = from_record(to_record(parsed))
+    assert bodystructure_tree(stored.root, True) == tree
+    for lname, start, end in parsed.header_index:
+        assert raw[start:end].lower().startswith(lname.encode())
+
+
+@given(st.text(max_size=200))
+def test_field_parsers_never_raise(text: str) -> None:
+    parse_address_list(text)
+    parse_value(text)
+    decode_words(text)
+    parse_date(text)
