@@ -35,13 +35,15 @@ class Services:
         from stalwart_mp.mail.delivery import Delivery, DeliverySettings
         from stalwart_mp.mail.notify import change_publisher
         from stalwart_mp.mail.store import MailStore
+        from stalwart_mp.store.coalesce import CoalescingDataStore
         from stalwart_mp.store.configured import (
             open_blob_store,
             open_data_store,
             open_lookup_store,
         )
 
-        data = await open_data_store(cfg)
+        # every write of this process goes through one coalescer: group commit
+        data = CoalescingDataStore(await open_data_store(cfg))
         lookup = await open_lookup_store(cfg, data)
         directory = await open_directory(cfg, data)
         manager = None

@@ -19,7 +19,7 @@ async def run_housekeeping(services, blob_grace: float, interval: float) -> None
                 log.info("housekeeping", extra={"fields": {
                     "blobs_collected": blobs, "tokens_expired": tokens,
                     "lookup_expired": purged}})
-        except Exception:  # noqa: BLE001 - try again next round
+        except Exception:
             log.exception("housekeeping failed")
         tick += 1
         await asyncio.sleep(60)

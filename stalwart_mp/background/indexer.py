@@ -55,7 +55,7 @@ class Indexer:
         while True:
             try:
                 done = await self.run_once()
-            except Exception:  # noqa: BLE001 - keep indexing; the marks stay for a retry
+            except Exception:
                 log.exception("indexing failed; retrying later")
                 done = 0
                 await asyncio.sleep(5)
@@ -63,5 +63,5 @@ class Indexer:
                 self.wake.clear()
                 try:
                     await asyncio.wait_for(self.wake.wait(), timeout=10)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass

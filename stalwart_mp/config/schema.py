@@ -131,7 +131,7 @@ class Duration(Type):
         return seconds
 
 
-_SIZE = re.compile(r"(\d+)\s*([kmgt]?i?b?)", re.I)
+_SIZE = re.compile(r"(\d+)\s*([kmgt]?i?b?)", re.IGNORECASE)
 _SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 
 

@@ -69,10 +69,9 @@ def render(hostname: str, dev_ports: bool, available_protocols: frozenset[str],
     out = [
         "# stalwart-mp configuration (bootstrap settings).",
         "# Check it with: stalwart-mp check-config --config THIS_FILE",
-        "# Apply changes without a restart: systemctl reload stalwart-mp (or kill -HUP the"
-        " master).",
-        "# Domains, accounts and other settings live in the data store and are managed with"
-        " stalwart-mp-admin.",
+        "# Apply changes without a restart: systemctl reload stalwart-mp (or kill -HUP the",
+        "# master). Domains, accounts and other settings live in the data store and are",
+        "# managed with stalwart-mp-admin.",
         "",
         "[server]",
         _setting("server.hostname", hostname),

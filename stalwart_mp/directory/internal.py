@@ -124,7 +124,7 @@ class InternalDirectory(Directory):
         return [p.name] if p else []
 
     async def wildcard_names(self, address: str) -> list[str]:
-        local_part, _, domain = address.lower().rpartition("@")
+        _, _, domain = address.lower().rpartition("@")
         prefix = wildcard_prefix(domain)
         names = []
         for key, value in await self.store.range(prefix, prefix + b"\xff"):

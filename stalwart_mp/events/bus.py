@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, cast
+from typing import Any, Self, cast
 
 from stalwart_mp.events import frames
 
@@ -147,7 +147,7 @@ class EventBus(abc.ABC):
         can be missed. Best effort: returns early if the transport is down.
         """
 
-    async def __aenter__(self) -> EventBus:
+    async def __aenter__(self) -> Self:
         await self.start()
         return self
 

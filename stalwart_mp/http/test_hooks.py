@@ -22,7 +22,7 @@ def add_routes(app: web.Application, worker) -> None:
 
     async def block(request: web.Request) -> web.Response:
         seconds = min(float(request.query.get("seconds", "1")), 60.0)
-        time.sleep(seconds)  # blocks the event loop on purpose: the heartbeat stops
+        time.sleep(seconds)  # noqa: ASYNC251 - blocks the event loop on purpose: the heartbeat stops
         return web.json_response({"blocked": seconds, "pid": os.getpid()})
 
     async def publish(request: web.Request) -> web.Response:
@@ -39,7 +39,7 @@ def add_routes(app: web.Application, worker) -> None:
         sub = worker.events.subscribe(request.query["topic"], deliver)
         try:
             data = await asyncio.wait_for(got, float(request.query.get("timeout", "5")))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return web.json_response({"pid": os.getpid(), "timeout": True}, status=504)
         finally:
             sub.cancel()

@@ -45,6 +45,22 @@ class _Staged:
     change: Change = field(default_factory=lambda: Change(0))
     touched: bool = False
 
+    def clone(self) -> _Staged:
+        """A copy deep enough for rollback: records are cloned, raw bytes and link tuples
+        (immutable) are shared. Much cheaper than ``copy.deepcopy`` on every operation."""
+        c = self.change
+        return _Staged(
+            state=copy.copy(self.state),
+            mailboxes={k: m.clone() for k, m in self.mailboxes.items()},
+            emails={k: (e.clone() if e is not None else None) for k, e in self.emails.items()},
+            puts=dict(self.puts),
+            links=list(self.links),
+            change=Change(c.modseq, list(c.emails_created), list(c.emails_updated),
+                          list(c.emails_destroyed), list(c.mailboxes_created),
+                          list(c.mailboxes_updated), list(c.mailboxes_destroyed)),
+            touched=self.touched,
+        )
+
 
 class AccountTx:
     """One account inside a commit round: cached reads, staged writes, one modseq."""
@@ -103,7 +119,7 @@ class AccountTx:
         cached = self._loaded_mailboxes[mid]
         if cached is None:
             return None
-        s.mailboxes[mid] = copy.deepcopy(cached)
+        s.mailboxes[mid] = cached.clone()
         return s.mailboxes[mid]
 
     async def email(self, eid: int) -> Email | None:
@@ -116,7 +132,7 @@ class AccountTx:
         cached = self._loaded_emails[eid]
         if cached is None:
             return None
-        s.emails[eid] = copy.deepcopy(cached)
+        s.emails[eid] = cached.clone()
         return s.emails[eid]
 
     def staged_mailboxes(self) -> dict[int, Mailbox]:
@@ -176,7 +192,7 @@ class AccountTx:
     # --- round mechanics ------------------------------------------------------------
 
     def snapshot(self) -> _Staged:
-        return copy.deepcopy(self._s)
+        return self._s.clone()
 
     def restore(self, snapshot: _Staged) -> None:
         self._s = snapshot
@@ -251,7 +267,7 @@ class GroupCommitter:
             group, self._pending = self._pending[:MAX_ROUND], self._pending[MAX_ROUND:]
             try:
                 await self._commit_round(group)
-            except Exception as exc:  # a store failure fails the whole round
+            except Exception as exc:  # noqa: BLE001 - a store failure fails the round
                 for item in group:
                     if not item.future.done():
                         item.future.set_exception(exc)
@@ -302,7 +318,7 @@ class GroupCommitter:
             if changes and self.on_commit is not None:
                 try:
                     await self.on_commit(changes)
-                except Exception:  # noqa: BLE001 - notifications never fail a commit
+                except Exception:
                     log.exception("change notification failed")
             return
         raise AssertionFailed(b"mail commit kept conflicting with other writers")

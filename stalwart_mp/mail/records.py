@@ -78,6 +78,11 @@ class Mailbox:
     def unpack(cls, mid: int, raw: bytes) -> Mailbox:
         return cls(mid, *msgpack.unpackb(raw))
 
+    def clone(self) -> Mailbox:
+        return Mailbox(self.id, self.name, self.parent_id, self.role, self.sort_order,
+                       self.subscribed, self.uidvalidity, self.uidnext, self.total,
+                       self.unseen, self.size, self.modseq, dict(self.acl))
+
 
 @dataclass(slots=True)
 class Email:
@@ -100,6 +105,11 @@ class Email:
         blob, thread, received, size, kw, mboxes, saved, modseq = msgpack.unpackb(
             raw, strict_map_key=False)
         return cls(eid, blob, thread, received, size, kw, mboxes, saved, modseq)
+
+    def clone(self) -> Email:
+        return Email(self.id, self.blob_id, self.thread_id, self.received_at, self.size,
+                     list(self.keywords), dict(self.mailboxes), dict(self.saved_at),
+                     self.modseq)
 
     @property
     def seen(self) -> bool:

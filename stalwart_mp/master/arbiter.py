@@ -235,7 +235,8 @@ class Master:
     def _spawn(self, kind: str) -> bool:
         if now() < self.next_spawn.get(kind, 0.0):
             return False
-        heartbeat = tempfile.TemporaryFile(dir=self.run_dir) if kind == "worker" else None
+        heartbeat = (tempfile.TemporaryFile(dir=self.run_dir)  # noqa: SIM115 - lives with the child
+                     if kind == "worker" else None)
         ctx = ChildContext(
             kind=kind,
             generation=self.generation,

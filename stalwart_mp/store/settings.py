@@ -21,9 +21,7 @@ from stalwart_mp.config.schema import (
     Size,
     Str,
 )
-
 from stalwart_mp.store.types import (
-    EMBEDDED,
     PATH_TYPES,
     POOL_TYPES,
     ROLES,

@@ -156,7 +156,7 @@ class Worker:
         shutdowns = [server.shutdown() for server in self.servers.values()]
         try:
             await asyncio.wait_for(asyncio.gather(*shutdowns, return_exceptions=True), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.warning("drain timeout: closing remaining connections")
         if self.services is not None:
             await self.services.close()
@@ -216,10 +216,10 @@ class Worker:
             tls=listener.implicit_tls,
         )
         logs.conn_id.set(info.id)
-        if settings.get("proxy-protocol"):
-            if not await self._read_proxy_header(listener, conn, info):
-                conn.close()
-                return
+        if settings.get("proxy-protocol") and not await self._read_proxy_header(
+                listener, conn, info):
+            conn.close()
+            return
         if await self.services.auth.is_banned(info.remote_ip):
             # dropped before any protocol work (Stalwart's network security does the same)
             metrics.connections_rejected_total.labels(listener.name, "banned").inc()
@@ -257,7 +257,7 @@ class Worker:
                 ssl_handshake_timeout=(self.cfg.get("tls.handshake-timeout")
                                        if listener.implicit_tls else None),
             )
-        except (OSError, ssl.SSLError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError, ssl.SSLError) as exc:
             log.info("connection failed before the session",
                      extra={"fields": {"ip": info.remote_ip, "error": str(exc)}})
             on_lost(None)
@@ -309,7 +309,7 @@ async def _readable(loop: asyncio.AbstractEventLoop, conn: socket.socket,
     loop.add_reader(conn.fileno(), lambda: fut.done() or fut.set_result(True))
     try:
         return await asyncio.wait_for(fut, timeout)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return False
     finally:
         loop.remove_reader(conn.fileno())

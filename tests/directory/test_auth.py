@@ -66,8 +66,8 @@ async def test_account_throttle_against_distributed_guessing(auth):
 
 
 async def test_old_hash_is_upgraded_to_argon2_on_login(auth):
-    import hashlib
     import base64
+    import hashlib
     salt = b"12345678"
     ssha = "{SSHA}" + base64.b64encode(hashlib.sha1(b"legacy" + salt).digest() + salt).decode()
     await auth.manager.create_principal("old")

@@ -15,8 +15,8 @@ from stalwart_mp.config.loader import load_file
 from stalwart_mp.directory.internal import InternalDirectory
 from stalwart_mp.directory.management import DirectoryManager
 from stalwart_mp.events.bus import LocalEventBus
-from stalwart_mp.mail.transfer import maildir, mbox, open_session
 from stalwart_mp.mail.transfer import importer as importer_mod
+from stalwart_mp.mail.transfer import maildir, mbox, open_session
 from stalwart_mp.mail.transfer.importer import Checkpoint, Importer, maildir_messages
 from stalwart_mp.store.configured import open_data_store
 from stalwart_mp.store.progress import Progress

@@ -132,7 +132,7 @@ def test_metrics_count_requests_across_workers(server):
 
     assert sample("/_test/block") == 9
     assert sample("/healthz/live") == 20
-    assert re.search(r"^stalwart_worker_processes 3\.0$", text, re.M), text[:3000]
+    assert re.search(r"^stalwart_worker_processes 3\.0$", text, re.MULTILINE), text[:3000]
 
 
 def test_event_bus_delivers_between_workers(server):

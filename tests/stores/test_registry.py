@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
+from stalwart_mp.config.loader import ConfigInvalid, load_dict
 from stalwart_mp.store.backends.memory import MemoryStore
 from stalwart_mp.store.data import StoreError
 from stalwart_mp.store.registry import open_data_store
-from stalwart_mp.config.loader import ConfigInvalid, load_dict
 from tests.stores import backends
 
 
