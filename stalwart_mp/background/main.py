@@ -9,7 +9,7 @@ import asyncio
 import logging
 import signal
 
-from stalwart_mp.master.children import BOOT_ERROR, ChildContext, master_alive
+from stalwart_mp.master.children import ChildContext, master_alive
 
 log = logging.getLogger("stalwart_mp.queue")
 
@@ -23,6 +23,7 @@ def run_queue_child(ctx: ChildContext) -> int:
 async def _main(ctx: ChildContext) -> int:
     from stalwart_mp.background.housekeeping import run_housekeeping
     from stalwart_mp.background.indexer import Indexer
+    from stalwart_mp.directory.base import DirectoryUnavailable
     from stalwart_mp.events.bus import LocalEventBus
     from stalwart_mp.services import Services
     from stalwart_mp.store.configured import open_fts_store
@@ -35,12 +36,20 @@ async def _main(ctx: ChildContext) -> int:
         loop.add_signal_handler(sig, stop.set)
     events = LocalEventBus(ctx.run_dir / "events.sock")
     await events.start()
-    try:
-        services = await Services.open(cfg, events)
-        fts = open_fts_store(cfg)
-    except StoreError as exc:
-        log.error("queue process cannot start", extra={"fields": {"error": str(exc)}})
-        return BOOT_ERROR
+    delay = 1.0
+    while True:  # a store that is down is waited for, not a reason to stop the server
+        try:
+            services = await Services.open(cfg, events)
+            fts = open_fts_store(cfg)
+            break
+        except (StoreError, DirectoryUnavailable, OSError) as exc:
+            log.error("stores unavailable; retrying", extra={"fields": {"error": str(exc)}})
+        try:
+            await asyncio.wait_for(stop.wait(), delay)
+            await events.close()
+            return 0
+        except asyncio.TimeoutError:
+            delay = min(delay * 2, 30.0)
     indexer = Indexer(services.data, services.blobs, fts, cfg.get("search.index-batch"))
     events.subscribe("mail.", lambda _topic, _data: indexer.wake.set())
     tasks = [

@@ -86,6 +86,9 @@ class HttpProtocolServer:
     async def ready(self, request: web.Request) -> web.Response:
         if self.worker.draining:
             return web.json_response({"status": "draining", "pid": os.getpid()}, status=503)
+        if self.worker.services_error:
+            return web.json_response({"status": "unavailable", "pid": os.getpid(),
+                                      "reason": self.worker.services_error}, status=503)
         return web.json_response({"status": "ready", "pid": os.getpid()})
 
     async def metrics(self, request: web.Request) -> web.Response:

@@ -58,6 +58,8 @@ class Worker:
         self.tls = None
         self.events = None
         self.services = None
+        self.services_error: str | None = None
+        self._services_task: asyncio.Task | None = None
         self._conn_ids = itertools.count(1)
         self._conn_info: dict[asyncio.BaseTransport, ConnectionInfo] = {}
         self._accepting: list[socket.socket] = []
@@ -96,19 +98,40 @@ class Worker:
 
         self.events = LocalEventBus(self.ctx.run_dir / "events.sock")
         await self.events.start()
-        from stalwart_mp.services import Services
-        from stalwart_mp.store.data import StoreError
-
-        try:
-            self.services = await Services.open(self.cfg, self.events)
-        except StoreError as exc:
-            raise WorkerBootError(str(exc)) from exc
+        if not await self._open_services():
+            # Serve what does not need the stores (health, metrics) and keep trying.
+            self._services_task = asyncio.create_task(self._retry_services())
         for listener in self.ctx.listeners:
             server = server_class(listener.protocol)(listener, self)
             await server.start()
             self.servers[listener.name] = server
             for sock in listener.sockets:
                 self._start_accepting(listener, server, sock)
+
+    async def _open_services(self) -> bool:
+        """Open the stores and directory; on failure log which one and why (it names the
+        store and its address) and report it through /healthz/ready."""
+        from stalwart_mp.directory.base import DirectoryUnavailable
+        from stalwart_mp.services import Services
+        from stalwart_mp.store.data import StoreError
+
+        try:
+            self.services = await Services.open(self.cfg, self.events)
+        except (StoreError, DirectoryUnavailable, OSError) as exc:
+            if self.services_error != str(exc):
+                log.error("stores unavailable; retrying", extra={"fields": {"error": str(exc)}})
+            self.services_error = str(exc)
+            return False
+        if self.services_error:
+            log.info("stores available again")
+        self.services_error = None
+        return True
+
+    async def _retry_services(self) -> None:
+        delay = 1.0
+        while not await self._open_services():
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
 
     def _tls_contexts(self):
         from stalwart_mp.tls.contexts import CertificateSpec, TlsConfigError, TlsContexts
@@ -158,6 +181,8 @@ class Worker:
             await asyncio.wait_for(asyncio.gather(*shutdowns, return_exceptions=True), timeout)
         except TimeoutError:
             log.warning("drain timeout: closing remaining connections")
+        if self._services_task is not None:
+            self._services_task.cancel()
         if self.services is not None:
             await self.services.close()
         if self.events is not None:
@@ -220,7 +245,7 @@ class Worker:
                 listener, conn, info):
             conn.close()
             return
-        if await self.services.auth.is_banned(info.remote_ip):
+        if self.services is not None and await self.services.auth.is_banned(info.remote_ip):
             # dropped before any protocol work (Stalwart's network security does the same)
             metrics.connections_rejected_total.labels(listener.name, "banned").inc()
             conn.close()

@@ -311,3 +311,61 @@ def _uid(pid: int) -> int:
             if line.startswith("Uid:"):
                 return int(line.split()[1])
     raise AssertionError(f"no Uid for {pid}")
+
+
+def test_store_down_keeps_serving_and_reports_it(tmp_path):
+    """A data store that cannot be reached is named in the logs and in /healthz/ready; the
+    server keeps serving what does not need it."""
+    dead = free_port()
+    srv = _server(tmp_path)
+    srv.config_text = srv.config_text.replace(
+        '[store."default"]\ntype = "lmdb"\npath = "data/lmdb"',
+        f'[store."default"]\ntype = "postgresql"\nhost = "127.0.0.1"\nport = {dead}\n'
+        'database = "test"\nuser = "postgres"\ntimeout = 1')
+    srv.config_path.write_text(srv.config_text)
+    log = open(tmp_path / "server.log", "ab")
+    srv.proc = subprocess.Popen([str(BIN / "stalwart-mp"), "serve", "--config",
+                                 str(srv.config_path)], stdout=log, stderr=subprocess.STDOUT,
+                                env={**os.environ, "STALWART_MP_TEST_HOOKS": "1"})
+    srv.log = log
+    try:
+        srv.wait_for(lambda: _answers_live(srv.http_port), "the live endpoint")
+        status, _, body = http_get(srv.http_port, "/healthz/ready")
+        answer = json.loads(body)
+        assert status == 503 and answer["status"] == "unavailable"
+        assert f"127.0.0.1:{dead}" in answer["reason"] and '"default"' in answer["reason"]
+        assert srv.proc.poll() is None, "the master keeps running"
+    finally:
+        srv.stop()
+    assert "stores unavailable; retrying" in srv.logs()
+
+
+def _answers_live(port: int) -> bool:
+    try:
+        return http_get(port, "/healthz/live", timeout=2)[0] == 200
+    except OSError:
+        return False
+
+
+def test_store_that_comes_back_is_picked_up(tmp_path):
+    srv = _server(tmp_path)
+    srv.config_text = srv.config_text.replace(
+        '[store."default"]\ntype = "lmdb"\npath = "data/lmdb"',
+        '[store."default"]\ntype = "sqlite"\npath = "later/data.db"')
+    srv.config_path.write_text(srv.config_text)
+    (tmp_path / "later").write_text("a file where the store's folder should be")
+    log = open(tmp_path / "server.log", "ab")
+    srv.proc = subprocess.Popen([str(BIN / "stalwart-mp"), "serve", "--config",
+                                 str(srv.config_path)], stdout=log, stderr=subprocess.STDOUT,
+                                env={**os.environ, "STALWART_MP_TEST_HOOKS": "1"})
+    srv.log = log
+    try:
+        srv.wait_for(lambda: _answers_live(srv.http_port), "the live endpoint")
+        assert http_get(srv.http_port, "/healthz/ready")[0] == 503
+        (tmp_path / "later").unlink()  # the obstacle goes: the worker's retry succeeds
+        (tmp_path / "later").mkdir()
+        srv.wait_for(lambda: http_get(srv.http_port, "/healthz/ready")[0] == 200,
+                     "the store to be picked up", timeout=30)
+    finally:
+        srv.stop()
+    assert "stores available again" in srv.logs()
