@@ -48,7 +48,7 @@ async def _main(ctx: ChildContext) -> int:
             await asyncio.wait_for(stop.wait(), delay)
             await events.close()
             return 0
-        except asyncio.TimeoutError:
+        except TimeoutError:
             delay = min(delay * 2, 30.0)
     indexer = Indexer(services.data, services.blobs, fts, cfg.get("search.index-batch"))
     events.subscribe("mail.", lambda _topic, _data: indexer.wake.set())
