@@ -18,6 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from stalwart_mp.directory.cache import CachedDirectory
 from stalwart_mp.directory.internal import InternalDirectory
 from stalwart_mp.directory.management import DirectoryManager
 from stalwart_mp.mail.commit import GroupCommitter
@@ -47,7 +48,8 @@ async def run_case(folder: Path, size: int, concurrency: int, seconds: float) ->
     await manager.create_domain("bench.test")
     await manager.create_principal("user", emails=["user@bench.test"])
     committer = GroupCommitter(data, blobs)
-    delivery = Delivery(MailStore(data, committer), blobs, directory)
+    # the per-worker directory cache, as stalwart_mp/services.py sets it up
+    delivery = Delivery(MailStore(data, committer), blobs, CachedDirectory(directory))
     counter = 0
     done = 0
     deadline = time.perf_counter() + seconds
