@@ -7,6 +7,8 @@ Key layout (one-byte subspace tag + fields; ARCHITECTURE.md "The four stores"):
   0x12 | address (lower-case)      -> id of its owner (one owner per address; "@dom" = catch-all)
   0x13 | domain (lower-case)       -> id of the domain principal
   0x14 | domain | 0x00 | pattern   -> id (wildcard aliases such as "sales-*@example.com")
+  0x17 | id (8 bytes)             -> name: a deleted principal whose data (mail) is still to
+                                     be purged by the queue process
 Reads are here; writes (which keep these indexes consistent in one batch) are in
 ``directory/management.py``.
 """
@@ -31,7 +33,12 @@ TAG_RECORD = 0x11
 TAG_EMAIL = 0x12
 TAG_DOMAIN = 0x13
 TAG_WILDCARD = 0x14
+TAG_DELETED = 0x17
 PRINCIPAL_SEQUENCE = bytes([TAG_SEQUENCE]) + b"principal"
+
+
+def deleted_key(pid: int) -> bytes:
+    return bytes([TAG_DELETED]) + pid.to_bytes(8, "big")
 
 
 def name_key(name: str) -> bytes:

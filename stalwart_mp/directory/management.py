@@ -243,6 +243,8 @@ class DirectoryManager:
             await self._modify(group, lambda g: _drop(g.members, p.name))
         batch = WriteBatch()
         batch.delete(internal.name_key(p.name)).delete(internal.record_key(p.id))
+        # the tombstone tells the queue process to purge what the principal owned (its mail)
+        batch.put(internal.deleted_key(p.id), p.name.encode("utf-8"))
         if p.type == PrincipalType.DOMAIN:
             batch.delete(internal.domain_key(p.name))
         self._unindex_addresses(batch, p, p.emails)

@@ -448,3 +448,24 @@ async def _thread_for(tx: AccountTx, acct: int, eid: int, message_id: str | None
         if mid_ and await tx.get(keys.thread(acct, mid_)) is None:
             tx.put(keys.thread(acct, mid_), keys.u32(thread_id))
     return thread_id
+
+
+async def delete_account(mail: MailStore, acct: int, chunk: int = 500) -> int:
+    """Remove everything an account owns: its messages (blobs unlinked for collection,
+    full-text entries removed by the indexer), mailboxes, change log and thread index.
+    Returns the number of messages destroyed."""
+    destroyed = 0
+    while ids := await mail.all_email_ids(acct):
+        for i in range(0, len(ids), chunk):
+            destroyed += len(await mail.destroy(acct, ids[i:i + chunk]))
+    from stalwart_mp.store.data import WriteBatch
+
+    batch = WriteBatch()
+    for prefix in (keys.mailbox_prefix(acct), keys.change_prefix(acct),
+                   bytes([keys.THREAD]) + keys.u32(acct),
+                   bytes([keys.UID]) + keys.u32(acct)):
+        for key, _ in await mail.data.range(prefix, keys.end_of(prefix), keys_only=True):
+            batch.delete(key)
+    batch.delete(keys.account(acct))
+    await mail.data.write(batch)
+    return destroyed
