@@ -16,6 +16,8 @@ SETTINGS_MODULES = (
     "stalwart_mp.directory.sql_settings",
     "stalwart_mp.directory.ldap_settings",
     "stalwart_mp.mail.settings",
+    "stalwart_mp.dns.settings",
+    "stalwart_mp.smtp.settings",
 )
 
 _loaded = False

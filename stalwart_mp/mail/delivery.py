@@ -86,7 +86,9 @@ class Delivery:
         self.hooks = hooks if hooks is not None else []
 
     async def deliver(self, raw: bytes, mail_from: str, recipients: list[str],
-                      received_at: float | None = None) -> list[RecipientResult]:
+                      received_at: float | None = None, junk: bool = False
+                      ) -> list[RecipientResult]:
+        """``junk``: file into the Junk folder (DMARC quarantine, and later the spam filter)."""
         from stalwart_mp.mail.ingest import parse_message, to_record
 
         parsed = await _parse(raw, parse_message)
@@ -99,7 +101,8 @@ class Delivery:
                 for name in result.accounts:
                     jobs.append((result, name))
         outcomes = await asyncio.gather(*(
-            self._deliver_one(result, name, parsed, metadata, blob_id, len(raw), received_at)
+            self._deliver_one(result, name, parsed, metadata, blob_id, len(raw), received_at,
+                              junk)
             for result, name in jobs), return_exceptions=True)
         for (result, name), outcome in zip(jobs, outcomes, strict=True):
             if isinstance(outcome, QuotaExceeded):
@@ -116,6 +119,10 @@ class Delivery:
             "rcpts": ",".join(f"{r.address}={r.status.value}" for r in results)}})
         return results
 
+    async def resolve_recipient(self, address: str) -> RecipientResult:
+        """What delivery would do with this address (SMTP RCPT and LMTP answer from it)."""
+        return await self._resolve(address)
+
     async def _resolve(self, address: str) -> RecipientResult:
         try:
             r = await resolve(self.directory, address,
@@ -131,13 +138,14 @@ class Delivery:
         return result
 
     async def _deliver_one(self, result: RecipientResult, name: str, parsed, metadata: dict,
-                           blob_id: str, size: int, received_at: float | None) -> None:
+                           blob_id: str, size: int, received_at: float | None,
+                           junk: bool = False) -> None:
         principal = await self.directory.principal(name)
         if principal is None:
             raise DirectoryUnavailable(f"{name} vanished during delivery")
         acct = await account_id(self.mail.data, principal)
         await self.mail.ensure_account(acct)
-        target = Target(name, acct)
+        target = Target(name, acct, mailbox_role=Role.JUNK if junk else Role.INBOX)
         if self.settings.plus_folder and result.message:
             target.mailbox_name = result.message
         for hook in self.hooks:

@@ -9,6 +9,9 @@ import importlib
 
 _SERVERS: dict[str, str] = {
     "http": "stalwart_mp.http.server:HttpProtocolServer",
+    "smtp": "stalwart_mp.smtp.server:SmtpProtocolServer",
+    "submission": "stalwart_mp.smtp.server:SubmissionProtocolServer",
+    "lmtp": "stalwart_mp.smtp.server:LmtpProtocolServer",
 }
 
 

@@ -93,7 +93,7 @@ def test_protocol_not_served_by_this_build():
     data["server"]["listener"]["imap"] = {"bind": ["127.0.0.1:1143"], "protocol": "imap"}
     errs = errors_of(data)
     assert errs == ['server.listener.imap.protocol = "imap": this protocol is not served by '
-                    "this version of stalwart-mp (served: http)"]
+                    "this version of stalwart-mp (served: http, lmtp, smtp, submission)"]
 
 
 def test_same_address_on_two_listeners():

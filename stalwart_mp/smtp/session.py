@@ -1,0 +1,434 @@
+"""An SMTP / submission / LMTP session: the sans-I/O protocol glued to the transport.
+
+``SmtpProtocol`` (protocol.py) parses bytes into events and decides state; this module
+answers each event — directory lookups at RCPT, SASL for AUTH, delivery or queueing at the
+end of the data — and writes the reply. Events are handled one at a time in arrival order,
+so pipelined commands (RFC 2920) are answered in order.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import email.utils
+import logging
+import time
+from dataclasses import dataclass, field
+
+from stalwart_mp import logs
+from stalwart_mp.smtp import protocol as p
+from stalwart_mp.smtp.replies import Reply, ehlo_reply, reply
+
+log = logging.getLogger("stalwart_mp.smtp")
+
+MAX_ERRORS = 20  # protocol errors before the session is dropped (421)
+
+
+@dataclass(slots=True)
+class Transaction:
+    mail_from: str | None = None
+    params: p.MailParams | None = None
+    local: list[str] = field(default_factory=list)      # accepted local recipients
+    remote: list[tuple[str, p.RcptParams]] = field(default_factory=list)
+
+
+class SmtpSession(asyncio.Protocol):
+    def __init__(self, server, info):
+        self.server = server
+        self.info = info
+        self.kind = server.kind            # "smtp" | "submission" | "lmtp"
+        self.transport: asyncio.Transport | None = None
+        self.proto = p.SmtpProtocol(
+            lmtp=self.kind == "lmtp", max_message_size=server.max_message_size,
+            max_recipients=server.max_recipients, tls=info.tls)
+        self.tx = Transaction()
+        self.principal = None              # the authenticated account
+        self.errors = 0
+        self._task: asyncio.Task | None = None
+        self._sasl = None
+        self._idle: asyncio.TimerHandle | None = None
+
+    # --- transport ------------------------------------------------------------------
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        self._write(reply(220, None, f"{self.server.hostname} ESMTP stalwart-mp ready"),
+                    raw=True)
+        self._touch()
+
+    def data_received(self, data: bytes) -> None:
+        self.proto.receive_data(data)
+        self._touch()
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc) -> None:
+        self.server.sessions.discard(self)
+        if self._idle is not None:
+            self._idle.cancel()
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+
+    def _touch(self) -> None:
+        if self._idle is not None:
+            self._idle.cancel()
+        self._idle = asyncio.get_running_loop().call_later(self.server.timeout, self._timeout)
+
+    def _timeout(self) -> None:
+        self._write(reply(421, "4.4.2", f"{self.server.hostname} idle timeout"), raw=True)
+        self._close()
+
+    def _close(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+    def _write(self, r: Reply, raw: bool = False) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return
+        self.transport.write(r.to_bytes(enhanced=False) if raw else self.proto.send(r))
+
+    # --- the event loop of the session --------------------------------------------------
+
+    async def _run(self) -> None:
+        logs.conn_id.set(self.info.id)
+        while True:
+            event = self.proto.next_event()
+            if event is p.NEED_DATA or event is p.PAUSED:
+                return
+            if event is p.CLOSED:
+                self._close()
+                return
+            try:
+                answer = await self._handle(event)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("session error")
+                answer = reply(451, "4.3.0", "Temporary server error, try again later")
+            if isinstance(answer, list):  # LMTP: one reply per recipient
+                for r in answer:
+                    self._write(r)
+            else:
+                self._write(answer)
+            if isinstance(event, p.StartTls) and answer.code == 220:
+                await self._start_tls()
+            if isinstance(event, p.ErrorEvent):
+                self.errors += 1
+                if self.errors >= MAX_ERRORS:
+                    self._write(reply(421, "4.7.0", "Too many errors"), raw=True)
+                    self._close()
+                    return
+            if getattr(self, "_drop", False):
+                self._close()
+                return
+
+    async def _handle(self, event):
+        match event:
+            case p.ErrorEvent():
+                return event.reply
+            case p.Helo():
+                return self._helo(event)
+            case p.MailFrom():
+                return await self._mail_from(event)
+            case p.RcptTo():
+                return await self._rcpt_to(event)
+            case p.Data():
+                return reply(354, None, "Start mail input; end with <CRLF>.<CRLF>")
+            case p.BdatChunk():
+                return reply(250, "2.0.0", f"{event.size} octets received")
+            case p.MessageData():
+                return await self._message(event)
+            case p.Rset():
+                self.tx = Transaction()
+                return reply(250, "2.0.0", "OK")
+            case p.Noop():
+                return reply(250, "2.0.0", "OK")
+            case p.Quit():
+                return reply(221, "2.0.0", f"{self.server.hostname} closing connection")
+            case p.Vrfy():
+                # RFC 5321 §3.5.3: 252 when we will not verify (VRFY is off: no enumeration)
+                return reply(252, "2.5.0", "Cannot VRFY user, but will accept message")
+            case p.Expn():
+                return reply(502, "5.5.1", "EXPN is disabled")
+            case p.Help():
+                return reply(214, "2.0.0", "See RFC 5321; https://stalw.art")
+            case p.StartTls():
+                if self.server.tls is None:
+                    return reply(454, "4.7.0", "TLS not available")
+                return reply(220, "2.0.0", "Ready to start TLS")
+            case p.Auth():
+                return await self._auth_start(event)
+            case p.AuthResponse():
+                return await self._auth_step(event)
+        return reply(502, "5.5.1", "Command not implemented")
+
+    # --- commands -------------------------------------------------------------------
+
+    def _extensions(self) -> list[str]:
+        s = self.server
+        ext = ["PIPELINING", "8BITMIME", "BINARYMIME", "CHUNKING", f"SIZE {s.max_message_size}",
+               "ENHANCEDSTATUSCODES", "SMTPUTF8", "DSN"]
+        if s.tls is not None and not self.proto.tls:
+            ext.append("STARTTLS")
+        if self.proto.tls:
+            ext.append("REQUIRETLS")  # RFC 8689 §2: only offered over TLS
+        mechs = self._mechanisms()
+        if mechs and not self.proto.authenticated:
+            ext.append("AUTH " + " ".join(mechs))
+        ext.append(f"LIMITS RCPTMAX={s.max_recipients}")  # RFC 9422
+        return ext
+
+    def _mechanisms(self) -> list[str]:
+        if self.kind != "submission":
+            return []
+        from stalwart_mp.auth.sasl import mechanisms_for
+
+        return mechanisms_for(self.proto.tls or self._loopback(), self.server.allow_plain_text)
+
+    def _loopback(self) -> bool:
+        return self.info.remote_ip in ("127.0.0.1", "::1")
+
+    def _helo(self, event: p.Helo) -> Reply:
+        self.tx = Transaction()
+        if event.extended or event.lhlo:
+            return ehlo_reply(self.server.hostname, f"Hello {event.name}", self._extensions())
+        return reply(250, None, f"{self.server.hostname} Hello {event.name}")
+
+    async def _mail_from(self, event: p.MailFrom) -> Reply:
+        if self.kind == "submission" and self.principal is None:
+            return reply(530, "5.7.0", "Authentication required")
+        if event.params.requiretls and not self.proto.tls:
+            return reply(530, "5.7.10", "REQUIRETLS needs a TLS connection")
+        if event.params.size and event.params.size > self.server.max_message_size:
+            return reply(552, "5.3.4", "Message size exceeds the limit")
+        if self.principal is not None and event.address and \
+                not await self._owns(event.address):
+            return reply(553, "5.7.1", f"{self.principal.name} may not send as "
+                                       f"{event.address}")
+        self.tx = Transaction(event.address, event.params)
+        return reply(250, "2.1.0", "OK")
+
+    async def _owns(self, address: str) -> bool:
+        from stalwart_mp.directory.recipients import resolve
+
+        result = await resolve(self.server.services.directory, address)
+        return self.principal.name in result.accounts
+
+    async def _rcpt_to(self, event: p.RcptTo) -> Reply:
+        from stalwart_mp.mail.delivery import Status
+
+        if self.server.services is None:
+            return reply(451, "4.3.0", "Temporary failure, try again later")
+        result = await self.server.services.delivery.resolve_recipient(event.address)
+        if result.status == Status.DELIVERED:
+            self.tx.local.append(event.address)
+            return reply(250, "2.1.5", "OK")
+        if result.status == Status.UNKNOWN:
+            return reply(550, "5.1.1", f"Mailbox <{event.address}> does not exist")
+        if result.status == Status.DISABLED:
+            return reply(550, "5.2.1", f"Mailbox <{event.address}> is disabled")
+        if result.status == Status.NOT_LOCAL:
+            if self.principal is not None and self.kind == "submission":
+                self.tx.remote.append((event.address, event.params))
+                return reply(250, "2.1.5", "OK")
+            return reply(550, "5.7.1", "Relaying denied")
+        return reply(451, "4.3.0", "Temporary failure, try again later")
+
+    async def _message(self, event: p.MessageData) -> Reply | list[Reply]:
+        from stalwart_mp.mail.delivery import Status
+
+        tx, self.tx = self.tx, Transaction()
+        junk = False
+        trace = self._received_header()
+        if self.kind == "smtp":
+            header, verdict = await self._authenticate_message(event.content, tx)
+            if verdict == "reject":
+                return reply(550, "5.7.1", "Rejected by the sender domain's DMARC policy")
+            junk = verdict == "quarantine"
+            trace = header + trace
+        raw = trace + event.content
+        local_results = []
+        if tx.local:
+            local_results = await self.server.services.delivery.deliver(
+                raw, tx.mail_from or "", tx.local, junk=junk)
+        queue_id = None
+        if tx.remote:
+            queue_id = await self._enqueue(raw, tx)
+        if self.kind == "lmtp":  # RFC 2033 §4.2: one reply per accepted recipient
+            return [_delivery_reply(r) for r in local_results]
+        temporary = [r for r in local_results if r.status not in (Status.DELIVERED,)
+                     and not r.permanent]
+        if temporary:
+            return reply(451, "4.3.0", "Temporary failure for some recipients, try again")
+        note = f" queued as {queue_id}" if queue_id else ""
+        return reply(250, "2.0.0", f"Message accepted{note}")
+
+    async def _enqueue(self, raw: bytes, tx: Transaction) -> int:
+        from stalwart_mp.smtp.queue_store import QueuedMessage, QueuedRecipient, enqueue
+
+        services = self.server.services
+        blob_id = await services.blobs.put(raw)
+        params = tx.params or p.MailParams()
+        message = QueuedMessage(
+            0, tx.mail_from or "", [QueuedRecipient(a, list(rp.notify or []), rp.orcpt)
+                                    for a, rp in tx.remote],
+            blob_id, len(raw), time.time(), 0.0, params.ret, params.envid,
+            bool(params.requiretls), self.principal.name if self.principal else None)
+        return await enqueue(services.data, services.blobs, message)
+
+    async def _authenticate_message(self, content: bytes, tx: Transaction
+                                    ) -> tuple[bytes, str | None]:
+        """SPF, DKIM, ARC, DMARC and iprev of an inbound message (RFC 8601): the
+        Authentication-Results field to prepend, and the DMARC verdict to apply (None,
+        "quarantine" or "reject")."""
+        from stalwart_mp.mail.ingest import parse_message
+        from stalwart_mp.smtp.checks import (
+            authentication_results,
+            check_iprev,
+            check_spf,
+            evaluate_dmarc,
+            verify_arc,
+            verify_dkim,
+        )
+
+        checks, resolver, ip = self.server.checks, self.server.resolver, self.info.remote_ip
+        helo = self.proto.helo.name if self.proto.helo else ""
+        spf = await check_spf(ip, helo, tx.mail_from or "", resolver) if checks["spf"] else None
+        dkim = await verify_dkim(content, resolver) if checks["dkim"] else []
+        arc = await verify_arc(content, resolver) if checks["dkim"] else None
+        iprev = await check_iprev(ip, resolver) if checks["iprev"] else None
+        dmarc = None
+        if checks["dmarc"]:
+            senders = parse_message(content).envelope.from_
+            domain = senders[0].host if senders and senders[0].host else ""
+            dmarc = await evaluate_dmarc(domain or "", spf, dkim, resolver)
+        value = authentication_results(self.server.hostname, spf=spf, dkim=dkim, arc=arc,
+                                       dmarc=dmarc, iprev=iprev)
+        verdict = None
+        if dmarc is not None and dmarc.result == "fail" and self.server.enforce_dmarc and \
+                dmarc.policy in ("reject", "quarantine"):
+            verdict = dmarc.policy
+        return f"Authentication-Results: {value}\r\n".encode(), verdict
+
+    def _received_header(self) -> bytes:
+        """RFC 5321 §4.4 trace field, prepended to every message we accept."""
+        helo = self.proto.helo.name if self.proto.helo else "unknown"
+        with_ = {"lmtp": "LMTP"}.get(self.kind, "ESMTP")
+        if with_ == "ESMTP":
+            with_ += "S" if self.proto.tls else ""
+            with_ += "A" if self.principal is not None else ""  # RFC 3848
+        date = email.utils.formatdate(localtime=False)
+        return (f"Received: from {helo} ([{self.info.remote_ip}])\r\n"
+                f"\tby {self.server.hostname} (stalwart-mp) with {with_} id "
+                f"{self.info.id};\r\n\t{date}\r\n").encode()
+
+    # --- AUTH (RFC 4954) ------------------------------------------------------------
+
+    async def _auth_start(self, event: p.Auth) -> Reply:
+        from stalwart_mp.auth.sasl import start
+
+        if self.kind != "submission":
+            return reply(503, "5.5.1", "AUTH not available on this port")
+        services = self.server.services
+        if services is None:
+            return reply(454, "4.7.0", "Temporary authentication failure")
+        ip = self.info.remote_ip
+        auth = services.auth
+
+        async def verify_plain(user: str, password: str):
+            return await auth.authenticate(user, password, ip)
+
+        async def scram_secret(user: str, mechanism: str):
+            return await auth.scram_secret(user, mechanism, ip)
+
+        async def verify_token(token: str, user: str | None):
+            info = await services.tokens.verify(token)
+            return info.name if info and (user is None or user == info.name) else None
+
+        self._sasl = start(event.mechanism, event.initial_response,
+                           verify_plain=verify_plain, scram_secret=scram_secret,
+                           verify_token=verify_token,
+                           tls=self.proto.tls or self._loopback(),
+                           allow_plain_without_tls=self.server.allow_plain_text)
+        return await self._auth_answer(await self._sasl.begin())
+
+    async def _auth_step(self, event: p.AuthResponse) -> Reply:
+        if self._sasl is None:
+            return reply(503, "5.5.1", "No authentication in progress")
+        if event.cancelled:
+            self._sasl.abort()
+            self._sasl = None
+            return reply(501, "5.0.0", "Authentication cancelled")
+        return await self._auth_answer(await self._sasl.step(event.data))
+
+    async def _auth_answer(self, result) -> Reply:
+        from stalwart_mp.auth.sasl import Challenge, Reason
+        from stalwart_mp.directory.auth import Failure
+
+        if isinstance(result, Challenge):
+            return reply(334, None, base64.b64encode(result.data).decode() or "")
+        self._sasl = None
+        auth_result = result.result
+        if result.success and result.username:
+            if auth_result is None:  # SCRAM / bearer: account for it and load the principal
+                auth_result = await self.server.services.auth.scram_outcome(
+                    result.username, self.info.remote_ip, True)
+            if auth_result.ok:
+                self.principal = auth_result.principal
+                log.info("authenticated", extra={"fields": {"user": self.principal.name}})
+                return reply(235, "2.7.0", "Authentication successful")
+        failure = getattr(auth_result, "failure", None)
+        if failure is None and result.reason == Reason.INVALID_CREDENTIALS and \
+                result.username and auth_result is None:
+            await self.server.services.auth.scram_outcome(result.username,
+                                                          self.info.remote_ip, False)
+        if failure == Failure.BANNED:
+            self._drop = True
+            return reply(421, "4.7.0", "Too many failed authentications")
+        if failure in (Failure.UNAVAILABLE, Failure.THROTTLED):
+            return reply(454, "4.7.0", "Temporary authentication failure")
+        if result.reason == Reason.ENCRYPTION_REQUIRED:
+            return reply(538, "5.7.11", "Encryption required for requested authentication "
+                                        "mechanism")
+        if result.reason == Reason.UNSUPPORTED_MECHANISM:
+            return reply(504, "5.5.4", "Unrecognized authentication type")
+        if result.reason == Reason.MALFORMED:
+            return reply(501, "5.5.2", "Malformed authentication data")
+        if result.reason == Reason.ABORTED:
+            return reply(501, "5.0.0", "Authentication cancelled")
+        return reply(535, "5.7.8", "Authentication credentials invalid")
+
+    # --- STARTTLS (RFC 3207) --------------------------------------------------------
+
+    async def _start_tls(self) -> None:
+        trailing = self.proto.start_tls()
+        if trailing:
+            log.warning("dropped commands sent before the TLS handshake",
+                        extra={"fields": {"bytes": len(trailing)}})
+        loop = asyncio.get_running_loop()
+        try:
+            self.transport = await loop.start_tls(
+                self.transport, self, self.server.tls.server_context(), server_side=True,
+                ssl_handshake_timeout=self.server.handshake_timeout)
+        except (TimeoutError, OSError) as exc:
+            log.info("TLS handshake failed", extra={"fields": {"error": str(exc)}})
+            self._close()
+        self.principal = None
+        self.tx = Transaction()
+
+
+def _delivery_reply(result) -> Reply:
+    from stalwart_mp.mail.delivery import Status
+
+    if result.status == Status.DELIVERED:
+        return reply(250, "2.1.5", f"<{result.address}> delivered")
+    if result.status == Status.OVER_QUOTA:
+        code = 552 if result.message.startswith("5") else 452
+        return reply(code, f"{code // 100}.2.2", f"<{result.address}> mailbox full")
+    if result.status == Status.UNKNOWN:
+        return reply(550, "5.1.1", f"<{result.address}> does not exist")
+    if result.status == Status.DISABLED:
+        return reply(550, "5.2.1", f"<{result.address}> is disabled")
+    return reply(451, "4.3.0", f"<{result.address}> temporary failure")

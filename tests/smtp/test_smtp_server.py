@@ -1,0 +1,213 @@
+"""SMTP (MX), submission and LMTP served by a real server, driven with smtplib."""
+from __future__ import annotations
+
+import asyncio
+import smtplib
+import socket
+import ssl
+
+import pytest
+
+from stalwart_mp.directory.internal import InternalDirectory
+from stalwart_mp.directory.management import DirectoryManager
+from stalwart_mp.mail.records import Role
+from stalwart_mp.mail.store import MailStore
+from stalwart_mp.mail.commit import GroupCommitter
+from stalwart_mp.smtp.queue_store import queued
+from stalwart_mp.store.blob import open_blob_store
+from stalwart_mp.store.registry import open_data_store
+from tests.dns_server import dns_zone  # noqa: F401 - the fixture
+from tests.harness import Server, base_config, free_port
+
+MESSAGE = (b"From: Ann <ann@remote.test>\r\nTo: alice@example.org\r\nSubject: Hi\r\n"
+           b"Message-ID: <m1@remote.test>\r\n\r\nHello Alice.\r\n")
+
+
+def _setup_accounts(folder):
+    async def run():
+        data = open_data_store("default", {"type": "lmdb",
+                                           "path": str(folder / "data" / "lmdb")})
+        manager = DirectoryManager(InternalDirectory(data))
+        await manager.create_domain("example.org")
+        await manager.create_principal("alice", password="alice-pw",
+                                       emails=["alice@example.org"])
+        await manager.create_principal("bob", password="bob-pw", emails=["bob@example.org"],
+                                       quota_bytes=300)
+        await data.close()
+
+    asyncio.run(run())
+
+
+def _mailbox(folder, name: str, role: str = Role.INBOX) -> list[bytes]:
+    """The raw messages in an account's folder, read from the server's stores."""
+    async def run():
+        data = open_data_store("default", {"type": "lmdb",
+                                           "path": str(folder / "data" / "lmdb")})
+        blobs = open_blob_store("default", {"type": "lmdb"}, data)
+        directory = InternalDirectory(data)
+        mail = MailStore(data, GroupCommitter(data, blobs))
+        p = await directory.principal(name)
+        box = await mail.mailbox_by_role(p.id, role)
+        out = []
+        if box is not None:
+            for _, eid in await mail.uid_index(p.id, box.id):
+                out.append(await blobs.get((await mail.email(p.id, eid)).blob_id))
+        queue = await queued(data)
+        await data.close()
+        return out, queue
+
+    return asyncio.run(run())
+
+
+@pytest.fixture
+def server(tmp_path, dns_zone):  # noqa: F811
+    dns_port, zone = dns_zone
+    zone["remote.test"] = {"TXT": ["v=spf1 ip4:192.0.2.1 -all"]}
+    zone["_dmarc.strict.test"] = {"TXT": ["v=DMARC1; p=reject"]}
+    ports = {n: free_port() for n in ("http", "smtp", "submission", "lmtp")}
+    extra = f"""
+[server.listener.smtp]
+bind = ["127.0.0.1:{ports['smtp']}"]
+protocol = "smtp"
+
+[server.listener.submission]
+bind = ["127.0.0.1:{ports['submission']}"]
+protocol = "submission"
+
+[server.listener.lmtp]
+bind = ["127.0.0.1:{ports['lmtp']}"]
+protocol = "lmtp"
+
+[smtp]
+max-message-size = 20000
+
+[resolver]
+nameservers = ["127.0.0.1:{dns_port}"]
+timeout = 2
+"""
+    srv = Server(tmp_path, ports["http"], base_config(tmp_path, ports["http"], workers=2,
+                                                      extra=extra))
+    (tmp_path / "data").mkdir()
+    _setup_accounts(tmp_path)
+    srv.start(wait_workers=2)
+    srv.ports = ports
+    srv.zone = zone
+    yield srv
+    srv.stop()
+
+
+def test_mx_delivers_locally_with_trace_and_authentication_results(server):
+    with smtplib.SMTP("127.0.0.1", server.ports["smtp"], timeout=10) as c:
+        code, text = c.ehlo("client.remote.test")
+        assert code == 250
+        features = text.decode()
+        for ext in ("PIPELINING", "8BITMIME", "CHUNKING", "SIZE 20000", "STARTTLS",
+                    "ENHANCEDSTATUSCODES", "SMTPUTF8", "DSN"):
+            assert ext in features
+        assert "AUTH" not in features, "no AUTH on the MX port"
+        refused = c.sendmail("ann@remote.test", ["alice@example.org"], MESSAGE)
+        assert refused == {}
+    (stored,), _ = _mailbox(server.folder, "alice")
+    assert stored.endswith(MESSAGE), "the message itself is byte-exact"
+    head = stored[: -len(MESSAGE)].decode()
+    assert head.startswith("Authentication-Results: mail.test.example;")
+    assert "spf=fail" in head and "smtp.mailfrom=ann@remote.test" in head
+    assert "Received: from client.remote.test ([127.0.0.1])" in head
+
+
+def test_mx_refuses_unknown_users_and_relaying(server):
+    with smtplib.SMTP("127.0.0.1", server.ports["smtp"], timeout=10) as c:
+        c.ehlo("client.remote.test")
+        c.mail("ann@remote.test")
+        assert c.rcpt("nobody@example.org")[0] == 550
+        code, text = c.rcpt("someone@elsewhere.test")
+        assert (code, text.startswith(b"5.7.1")) == (550, True)
+        code, _ = c.rcpt("alice@example.org")
+        assert code == 250
+        c.rset()
+
+
+def test_dmarc_reject_policy_is_applied(server):
+    msg = MESSAGE.replace(b"ann@remote.test", b"boss@strict.test")
+    with smtplib.SMTP("127.0.0.1", server.ports["smtp"], timeout=10) as c:
+        with pytest.raises(smtplib.SMTPDataError) as exc:
+            c.sendmail("boss@strict.test", ["alice@example.org"], msg)
+    assert exc.value.smtp_code == 550
+    assert _mailbox(server.folder, "alice")[0] == []
+
+
+def _tls():
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def test_submission_requires_auth_then_delivers_and_queues(server):
+    with smtplib.SMTP("127.0.0.1", server.ports["submission"], timeout=10) as c:
+        c.ehlo("laptop")
+        assert c.mail("alice@example.org")[0] == 530
+        c.rset()
+        c.starttls(context=_tls())
+        c.ehlo("laptop")
+        assert "SCRAM-SHA-256" in c.esmtp_features["auth"]
+        with pytest.raises(smtplib.SMTPAuthenticationError):
+            c.login("alice", "wrong")
+        c.login("alice", "alice-pw")
+        assert c.mail("bob@example.org")[0] == 553, "alice may not send as bob"
+        c.rset()
+        refused = c.sendmail("alice@example.org", ["bob@example.org", "friend@remote.test"],
+                             b"From: alice@example.org\r\nSubject: x\r\n\r\nhi\r\n")
+        assert refused == {}
+    bob_inbox, queue = _mailbox(server.folder, "bob")
+    assert len(bob_inbox) == 1 and b"with ESMTPSA" in bob_inbox[0]
+    assert [r.address for m in queue for r in m.recipients] == ["friend@remote.test"]
+    assert queue[0].authenticated_as == "alice"
+
+
+def test_starttls_injection_is_not_executed(server):
+    with socket.create_connection(("127.0.0.1", server.ports["smtp"]), timeout=10) as raw:
+        raw.recv(1000)
+        raw.sendall(b"EHLO x\r\n")
+        raw.recv(2000)
+        raw.sendall(b"STARTTLS\r\nRSET\r\n")  # RSET smuggled before the handshake
+        assert raw.recv(1000).startswith(b"220")
+        tls = _tls().wrap_socket(raw, server_hostname="mail.test.example")
+        tls.sendall(b"NOOP\r\n")
+        answer = tls.recv(1000)
+        assert answer.startswith(b"250"), "only the NOOP is answered, not the RSET"
+        tls.close()
+
+
+def test_bdat_and_size_limit(server):
+    with socket.create_connection(("127.0.0.1", server.ports["smtp"]), timeout=10) as s:
+        f = s.makefile("rb")
+        f.readline()
+        s.sendall(b"EHLO x\r\n")
+        while not f.readline().startswith(b"250 "):
+            pass
+        body = MESSAGE
+        s.sendall(b"MAIL FROM:<ann@remote.test>\r\nRCPT TO:<alice@example.org>\r\n"
+                  + b"BDAT %d LAST\r\n" % len(body) + body)
+        answers = [f.readline() for _ in range(3)]
+        assert [a[:3] for a in answers] == [b"250", b"250", b"250"]
+        s.sendall(b"MAIL FROM:<ann@remote.test> SIZE=999999\r\n")
+        assert f.readline().startswith(b"552 5.3.4")
+        s.sendall(b"QUIT\r\n")
+    assert len(_mailbox(server.folder, "alice")[0]) == 1
+
+
+def test_lmtp_answers_per_recipient(server):
+    with smtplib.LMTP("127.0.0.1", server.ports["lmtp"], timeout=10) as c:
+        c.ehlo("mta.example.org")  # smtplib.LMTP sends LHLO
+        c.mail("ann@remote.test")
+        assert c.rcpt("alice@example.org")[0] == 250
+        assert c.rcpt("bob@example.org")[0] == 250
+        big = MESSAGE + b"x" * 400  # over bob's 300-byte quota
+        c.putcmd("data")
+        assert c.getreply()[0] == 354
+        c.send(big.replace(b"\r\n.", b"\r\n..") + b"\r\n.\r\n")
+        first, second = c.getreply(), c.getreply()
+    assert first[0] == 250 and second[0] == 452
+    assert len(_mailbox(server.folder, "alice")[0]) == 1
+    assert _mailbox(server.folder, "bob")[0] == []
