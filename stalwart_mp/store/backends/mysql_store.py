@@ -36,20 +36,19 @@ import logging
 import queue
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import pymysql
 import pymysql.err
 
 from stalwart_mp.store.backends.batch import (
-    check_range,
     id_batch,
     keys_to_read,
     resolve,
     validate,
 )
-from stalwart_mp.store.backends.sqlcommon import ExecutorMixin, check_table
+from stalwart_mp.store.backends.sqlcommon import ExecutorMixin, ThreadedReads, check_table
 from stalwart_mp.store.data import DataStore, Op, StoreError, WriteBatch, decode_counter
 
 T = TypeVar("T")
@@ -122,7 +121,7 @@ class _Pool:
                 pass
 
 
-class MysqlStore(ExecutorMixin, DataStore):
+class MysqlStore(ThreadedReads, ExecutorMixin, DataStore):
     def __init__(
         self,
         name: str,
@@ -238,14 +237,6 @@ class MysqlStore(ExecutorMixin, DataStore):
 
         return self._with_conn(run, retry=True)
 
-    async def get(self, key: bytes) -> bytes | None:
-        return (await self._in_thread(self._get_many, [key]))[0]
-
-    async def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
-        if not keys:
-            return []
-        return await self._in_thread(self._get_many, list(keys))
-
     def _range(
         self, start: bytes, end: bytes, reverse: bool, limit: int | None, keys_only: bool
     ) -> list[tuple[bytes, bytes | None]]:
@@ -264,19 +255,6 @@ class MysqlStore(ExecutorMixin, DataStore):
             return list(cur.fetchall())
 
         return self._with_conn(run, retry=True)
-
-    async def range(
-        self,
-        start: bytes,
-        end: bytes,
-        *,
-        reverse: bool = False,
-        limit: int | None = None,
-        keys_only: bool = False,
-    ) -> list[tuple[bytes, bytes | None]]:
-        if not check_range(start, end, limit):
-            return []
-        return await self._in_thread(self._range, start, end, reverse, limit, keys_only)
 
     # --- writes ---------------------------------------------------------------------------
 

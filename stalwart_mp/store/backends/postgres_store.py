@@ -32,7 +32,7 @@ import hashlib
 import math
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import psycopg2
@@ -41,14 +41,13 @@ import psycopg2.extensions
 import psycopg2.pool
 
 from stalwart_mp.store.backends.batch import (
-    check_range,
     id_batch,
     keys_to_read,
     resolve,
     touched_keys,
     validate,
 )
-from stalwart_mp.store.backends.sqlcommon import ExecutorMixin, check_table
+from stalwart_mp.store.backends.sqlcommon import ExecutorMixin, ThreadedReads, check_table
 from stalwart_mp.store.data import DataStore, StoreError, WriteBatch, decode_counter
 
 T = TypeVar("T")
@@ -78,7 +77,7 @@ def lock_id(table: str, key: bytes) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
-class PostgresStore(ExecutorMixin, DataStore):
+class PostgresStore(ThreadedReads, ExecutorMixin, DataStore):
     def __init__(
         self,
         name: str,
@@ -195,14 +194,6 @@ class PostgresStore(ExecutorMixin, DataStore):
 
         return self._with_conn(run, retry=True)
 
-    async def get(self, key: bytes) -> bytes | None:
-        return (await self._in_thread(self._get_many, [key]))[0]
-
-    async def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
-        if not keys:
-            return []
-        return await self._in_thread(self._get_many, list(keys))
-
     def _range(
         self, start: bytes, end: bytes, reverse: bool, limit: int | None, keys_only: bool
     ) -> list[tuple[bytes, bytes | None]]:
@@ -220,19 +211,6 @@ class PostgresStore(ExecutorMixin, DataStore):
             return [(bytes(k), bytes(v)) for k, v in cur.fetchall()]
 
         return self._with_conn(run, retry=True)
-
-    async def range(
-        self,
-        start: bytes,
-        end: bytes,
-        *,
-        reverse: bool = False,
-        limit: int | None = None,
-        keys_only: bool = False,
-    ) -> list[tuple[bytes, bytes | None]]:
-        if not check_range(start, end, limit):
-            return []
-        return await self._in_thread(self._range, start, end, reverse, limit, keys_only)
 
     # --- writes ---------------------------------------------------------------------------
 

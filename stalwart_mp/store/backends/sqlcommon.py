@@ -7,7 +7,7 @@ import contextlib
 import os
 import queue
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Generic, TypeVar
 
@@ -27,6 +27,29 @@ def check_table(store: str, table: str) -> str:
             "underscores (not starting with a digit, at most 63 characters)"
         )
     return table
+
+
+class ThreadedReads:
+    """``get``, ``get_many`` and ``range`` of an SQL data store whose reads are blocking
+    ``_get_many`` / ``_range`` methods run on its thread pool by ``_in_thread``."""
+
+    async def get(self, key: bytes) -> bytes | None:
+        return (await self._in_thread(self._get_many, [key]))[0]  # type: ignore[attr-defined]
+
+    async def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
+        if not keys:
+            return []
+        return await self._in_thread(self._get_many, list(keys))  # type: ignore[attr-defined]
+
+    async def range(self, start: bytes, end: bytes, *, reverse: bool = False,
+                    limit: int | None = None, keys_only: bool = False
+                    ) -> list[tuple[bytes, bytes | None]]:
+        from stalwart_mp.store.backends.batch import check_range
+
+        if not check_range(start, end, limit):
+            return []
+        return await self._in_thread(  # type: ignore[attr-defined]
+            self._range, start, end, reverse, limit, keys_only)  # type: ignore[attr-defined]
 
 
 class ExecutorMixin:

@@ -29,12 +29,12 @@ from pathlib import Path
 from typing import TypeVar
 
 from stalwart_mp.store.backends.batch import (
-    check_range,
     id_batch,
     keys_to_read,
     resolve,
     validate,
 )
+from stalwart_mp.store.backends.sqlcommon import ThreadedReads
 from stalwart_mp.store.data import DataStore, StoreError, WriteBatch, decode_counter
 
 T = TypeVar("T")
@@ -43,7 +43,7 @@ BUSY_TIMEOUT_MS = 30_000
 _CHUNK = 500  # bound on SQL parameters per statement (SQLITE_MAX_VARIABLE_NUMBER >= 999)
 
 
-class SqliteStore(DataStore):
+class SqliteStore(ThreadedReads, DataStore):
     def __init__(self, name: str, path: str | os.PathLike[str]) -> None:
         self.name = name
         self.path = Path(path)
@@ -71,7 +71,7 @@ class SqliteStore(DataStore):
         )
         return conn
 
-    async def _run(self, fn: Callable[..., T], *args: object) -> T:
+    async def _in_thread(self, fn: Callable[..., T], *args: object) -> T:
         if self._closed:
             raise StoreError(f'store "{self.name}" is closed')
         if os.getpid() != self._pid:
@@ -100,14 +100,6 @@ class SqliteStore(DataStore):
             self._conn.execute("COMMIT")
         return [found.get(k) for k in keys]
 
-    async def get(self, key: bytes) -> bytes | None:
-        return (await self._run(self._get_many, [key]))[0]
-
-    async def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
-        if not keys:
-            return []
-        return await self._run(self._get_many, list(keys))
-
     def _range(
         self, start: bytes, end: bytes, reverse: bool, limit: int | None, keys_only: bool
     ) -> list[tuple[bytes, bytes | None]]:
@@ -120,19 +112,6 @@ class SqliteStore(DataStore):
         if keys_only:
             return [(row[0], None) for row in rows]
         return [(k, v) for k, v in rows]
-
-    async def range(
-        self,
-        start: bytes,
-        end: bytes,
-        *,
-        reverse: bool = False,
-        limit: int | None = None,
-        keys_only: bool = False,
-    ) -> list[tuple[bytes, bytes | None]]:
-        if not check_range(start, end, limit):
-            return []
-        return await self._run(self._range, start, end, reverse, limit, keys_only)
 
     # --- writes ---------------------------------------------------------------------------
 
@@ -160,12 +139,12 @@ class SqliteStore(DataStore):
 
     async def write(self, batch: WriteBatch) -> None:
         validate(batch)
-        await self._run(self._commit, batch)
+        await self._in_thread(self._commit, batch)
 
     async def assign_id(self, key: bytes) -> int:
         # BEGIN IMMEDIATE serializes writers of every process on the database file, so the
         # read-increment-write of the counter is atomic.
-        return decode_counter((await self._run(self._commit, id_batch(key)))[key])
+        return decode_counter((await self._in_thread(self._commit, id_batch(key)))[key])
 
     async def close(self) -> None:
         if self._closed:
