@@ -57,7 +57,7 @@ class SmtpProtocolServer:
                 break
             await asyncio.sleep(0.1)
         for session in list(self.sessions):
-            session._timeout()
+            session.shutting_down()
 
 
 class SubmissionProtocolServer(SmtpProtocolServer):

@@ -13,6 +13,7 @@ import email.utils
 import logging
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from stalwart_mp import logs
 from stalwart_mp.smtp import protocol as p
@@ -77,7 +78,12 @@ class SmtpSession(asyncio.Protocol):
         self._idle = asyncio.get_running_loop().call_later(self.server.timeout, self._timeout)
 
     def _timeout(self) -> None:
-        self._write(reply(421, "4.4.2", f"{self.server.hostname} idle timeout"), raw=True)
+        self._write_unsolicited(reply(421, "4.4.2", f"{self.server.hostname} idle timeout"))
+        self._close()
+
+    def shutting_down(self) -> None:
+        """The worker is stopping: tell the client (RFC 5321 §3.8) and close."""
+        self._write_unsolicited(reply(421, "4.3.2", f"{self.server.hostname} shutting down"))
         self._close()
 
     def _close(self) -> None:
@@ -88,6 +94,15 @@ class SmtpSession(asyncio.Protocol):
         if self.transport is None or self.transport.is_closing():
             return
         self.transport.write(r.to_bytes(enhanced=False) if raw else self.proto.send(r))
+
+    def _write_unsolicited(self, r: Reply) -> None:
+        """A reply to no command (421 on timeout or too many errors). RFC 2034 §3: once the
+        client has greeted, every reply carries its enhanced status code; only the greeting
+        banner goes without."""
+        if self.transport is None or self.transport.is_closing():
+            return
+        enhanced = self.proto.enhanced_status_codes and self.proto.helo is not None
+        self.transport.write(r.to_bytes(enhanced=enhanced))
 
     # --- the event loop of the session --------------------------------------------------
 
@@ -117,7 +132,7 @@ class SmtpSession(asyncio.Protocol):
             if isinstance(event, p.ErrorEvent):
                 self.errors += 1
                 if self.errors >= MAX_ERRORS:
-                    self._write(reply(421, "4.7.0", "Too many errors"), raw=True)
+                    self._write_unsolicited(reply(421, "4.7.0", "Too many errors"))
                     self._close()
                     return
             if getattr(self, "_drop", False):
@@ -319,7 +334,7 @@ class SmtpSession(asyncio.Protocol):
         if with_ == "ESMTP":
             with_ += "S" if self.proto.tls else ""
             with_ += "A" if self.principal is not None else ""  # RFC 3848
-        date = email.utils.formatdate(localtime=False)
+        date = email.utils.format_datetime(datetime.now(UTC))  # "+0000": UTC, known
         return (f"Received: from {helo} ([{self.info.remote_ip}])\r\n"
                 f"\tby {self.server.hostname} (stalwart-mp) with {with_} id "
                 f"{self.info.id};\r\n\t{date}\r\n").encode()

@@ -1,62 +1,18 @@
 """SMTP (MX), submission and LMTP served by a real server, driven with smtplib."""
 from __future__ import annotations
 
-import asyncio
 import smtplib
 import socket
 import ssl
 
 import pytest
 
-from stalwart_mp.directory.internal import InternalDirectory
-from stalwart_mp.directory.management import DirectoryManager
-from stalwart_mp.mail.records import Role
-from stalwart_mp.mail.store import MailStore
-from stalwart_mp.mail.commit import GroupCommitter
-from stalwart_mp.smtp.queue_store import queued
-from stalwart_mp.store.blob import open_blob_store
-from stalwart_mp.store.registry import open_data_store
 from tests.dns_server import dns_zone  # noqa: F401 - the fixture
-from tests.harness import Server, base_config, free_port
+from tests.smtp.smtp_env import mail_server
+from tests.smtp.smtp_env import mailbox as _mailbox
 
 MESSAGE = (b"From: Ann <ann@remote.test>\r\nTo: alice@example.org\r\nSubject: Hi\r\n"
            b"Message-ID: <m1@remote.test>\r\n\r\nHello Alice.\r\n")
-
-
-def _setup_accounts(folder):
-    async def run():
-        data = open_data_store("default", {"type": "lmdb",
-                                           "path": str(folder / "data" / "lmdb")})
-        manager = DirectoryManager(InternalDirectory(data))
-        await manager.create_domain("example.org")
-        await manager.create_principal("alice", password="alice-pw",
-                                       emails=["alice@example.org"])
-        await manager.create_principal("bob", password="bob-pw", emails=["bob@example.org"],
-                                       quota_bytes=300)
-        await data.close()
-
-    asyncio.run(run())
-
-
-def _mailbox(folder, name: str, role: str = Role.INBOX) -> list[bytes]:
-    """The raw messages in an account's folder, read from the server's stores."""
-    async def run():
-        data = open_data_store("default", {"type": "lmdb",
-                                           "path": str(folder / "data" / "lmdb")})
-        blobs = open_blob_store("default", {"type": "lmdb"}, data)
-        directory = InternalDirectory(data)
-        mail = MailStore(data, GroupCommitter(data, blobs))
-        p = await directory.principal(name)
-        box = await mail.mailbox_by_role(p.id, role)
-        out = []
-        if box is not None:
-            for _, eid in await mail.uid_index(p.id, box.id):
-                out.append(await blobs.get((await mail.email(p.id, eid)).blob_id))
-        queue = await queued(data)
-        await data.close()
-        return out, queue
-
-    return asyncio.run(run())
 
 
 @pytest.fixture
@@ -64,33 +20,9 @@ def server(tmp_path, dns_zone):  # noqa: F811
     dns_port, zone = dns_zone
     zone["remote.test"] = {"TXT": ["v=spf1 ip4:192.0.2.1 -all"]}
     zone["_dmarc.strict.test"] = {"TXT": ["v=DMARC1; p=reject"]}
-    ports = {n: free_port() for n in ("http", "smtp", "submission", "lmtp")}
-    extra = f"""
-[server.listener.smtp]
-bind = ["127.0.0.1:{ports['smtp']}"]
-protocol = "smtp"
-
-[server.listener.submission]
-bind = ["127.0.0.1:{ports['submission']}"]
-protocol = "submission"
-
-[server.listener.lmtp]
-bind = ["127.0.0.1:{ports['lmtp']}"]
-protocol = "lmtp"
-
-[smtp]
-max-message-size = 20000
-
-[resolver]
-nameservers = ["127.0.0.1:{dns_port}"]
-timeout = 2
-"""
-    srv = Server(tmp_path, ports["http"], base_config(tmp_path, ports["http"], workers=2,
-                                                      extra=extra))
-    (tmp_path / "data").mkdir()
-    _setup_accounts(tmp_path)
-    srv.start(wait_workers=2)
-    srv.ports = ports
+    srv = mail_server(tmp_path, dns_port, {"smtp": ("smtp", ""),
+                                           "submission": ("submission", ""),
+                                           "lmtp": ("lmtp", "")})
     srv.zone = zone
     yield srv
     srv.stop()
@@ -129,9 +61,9 @@ def test_mx_refuses_unknown_users_and_relaying(server):
 
 def test_dmarc_reject_policy_is_applied(server):
     msg = MESSAGE.replace(b"ann@remote.test", b"boss@strict.test")
-    with smtplib.SMTP("127.0.0.1", server.ports["smtp"], timeout=10) as c:
-        with pytest.raises(smtplib.SMTPDataError) as exc:
-            c.sendmail("boss@strict.test", ["alice@example.org"], msg)
+    with (smtplib.SMTP("127.0.0.1", server.ports["smtp"], timeout=10) as c,
+          pytest.raises(smtplib.SMTPDataError) as exc):
+        c.sendmail("boss@strict.test", ["alice@example.org"], msg)
     assert exc.value.smtp_code == 550
     assert _mailbox(server.folder, "alice")[0] == []
 

@@ -1,0 +1,95 @@
+"""Shared set-up of the SMTP integration tests: accounts, server config and stored mail.
+
+The server runs as a real subprocess (tests/harness.py); accounts are created in its LMDB
+store before it starts, and stored messages are read back from the same stores.
+"""
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from stalwart_mp.directory.internal import InternalDirectory
+from stalwart_mp.directory.management import DirectoryManager
+from stalwart_mp.mail.commit import GroupCommitter
+from stalwart_mp.mail.records import Role
+from stalwart_mp.mail.store import MailStore
+from stalwart_mp.smtp.queue_store import queued
+from stalwart_mp.store.blob import open_blob_store
+from stalwart_mp.store.registry import open_data_store
+from tests.harness import Server, base_config, free_port
+
+# (name, password, quota in bytes or None); the address is <name>@example.org
+ACCOUNTS: list[tuple[str, str, int | None]] = [("alice", "alice-pw", None),
+                                               ("bob", "bob-pw", 300)]
+
+
+def _data_store(folder: Path):
+    return open_data_store("default", {"type": "lmdb", "path": str(folder / "data" / "lmdb")})
+
+
+def setup_accounts(folder: Path,
+                   accounts: list[tuple[str, str, int | None]] = ACCOUNTS) -> None:
+    """Create the domain example.org and the accounts, before the server starts."""
+    async def run() -> None:
+        data = _data_store(folder)
+        manager = DirectoryManager(InternalDirectory(data))
+        await manager.create_domain("example.org")
+        for name, password, quota in accounts:
+            extra = {"quota_bytes": quota} if quota is not None else {}
+            await manager.create_principal(name, password=password,
+                                           emails=[f"{name}@example.org"], **extra)
+        await data.close()
+
+    asyncio.run(run())
+
+
+def mailbox(folder: Path, name: str, role: str = Role.INBOX) -> tuple[list[bytes], list]:
+    """The raw messages in an account's folder (UID order) and the outbound queue, read
+    from the server's stores."""
+    async def run() -> tuple[list[bytes], list]:
+        data = _data_store(folder)
+        blobs = open_blob_store("default", {"type": "lmdb"}, data)
+        directory = InternalDirectory(data)
+        mail = MailStore(data, GroupCommitter(data, blobs))
+        p = await directory.principal(name)
+        box = await mail.mailbox_by_role(p.id, role)
+        out = []
+        if box is not None:
+            for _, eid in await mail.uid_index(p.id, box.id):
+                out.append(await blobs.get((await mail.email(p.id, eid)).blob_id))
+        queue = await queued(data)
+        await data.close()
+        return out, queue
+
+    return asyncio.run(run())
+
+
+def listener(name: str, port: int, protocol: str, extra: str = "") -> str:
+    """One ``[server.listener.<name>]`` table on 127.0.0.1."""
+    return (f'\n[server.listener.{name}]\nbind = ["127.0.0.1:{port}"]\n'
+            f'protocol = "{protocol}"\n{extra}')
+
+
+def mail_server(folder: Path, dns_port: int, listeners: dict[str, tuple[str, str]], *,
+                smtp: str = "max-message-size = 20000\n", workers: int = 2,
+                accounts: list[tuple[str, str, int | None]] = ACCOUNTS) -> Server:
+    """A started server with ``listeners`` (name -> (protocol, extra lines)) on free ports
+    (``server.ports[name]``), the ``[smtp]`` settings given and the resolver on the
+    loopback DNS server. Stop it with ``server.stop()``."""
+    ports = {name: free_port() for name in ("http", *listeners)}
+    extra = "".join(listener(name, ports[name], protocol, more)
+                    for name, (protocol, more) in listeners.items())
+    extra += f"""
+[smtp]
+{smtp}
+[resolver]
+nameservers = ["127.0.0.1:{dns_port}"]
+timeout = 2
+"""
+    srv = Server(folder, ports["http"], base_config(folder, ports["http"], workers=workers,
+                                                    extra=extra))
+    (folder / "data").mkdir()
+    setup_accounts(folder, accounts)
+    srv.start(wait_workers=workers)
+    srv.ports = ports
+    return srv
