@@ -114,6 +114,14 @@ class FtsStore(abc.ABC):
         document (a name or an ISO 639-1 code), default the store's ``language``.
         """
 
+    async def index_many(
+        self, documents: Sequence[tuple[int, int, Mapping[str, str | Sequence[str]], str | None]]
+    ) -> None:
+        """Index several (account_id, document_id, fields, language) documents. Backends
+        whose commits are costly (whoosh writes a segment per commit) commit them together."""
+        for account_id, document_id, fields, language in documents:
+            await self.index(account_id, document_id, fields, language)
+
     @abc.abstractmethod
     async def unindex(self, account_id: int, document_id: int) -> None:
         """Remove a document (no error if it is not indexed)."""

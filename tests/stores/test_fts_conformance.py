@@ -219,6 +219,18 @@ async def test_reindex_replaces(fts: FtsStore) -> None:
     assert await fts.query(2, Term(None, "tea")) == set()
 
 
+async def test_index_many_is_the_same_as_one_by_one(fts: FtsStore) -> None:
+    await fts.index_many([
+        (3, 1, {"subject": "Running late", "from": "ann@example.org"}, None),
+        (3, 2, {"subject": "Quarterly numbers", "body": "the runner arrived"}, None),
+        (3, 1, {"subject": "Tea time"}, None),  # a later entry for the same id replaces it
+    ])
+    assert await fts.query(3, Term(None, "tea")) == {1}
+    assert await fts.query(3, Term(None, "run")) == set()
+    assert await fts.query(3, Term("body", "runner")) == {2}
+    await fts.index_many([])
+
+
 async def test_unindex(fts: FtsStore) -> None:
     await fts.unindex(1, 6)
     await fts.unindex(1, 999)  # not indexed: no error

@@ -147,6 +147,28 @@ class WhooshFts(ExecutorMixin, FtsStore):
 
         await self._in_thread(self._write, change)
 
+    async def index_many(
+        self, documents: Sequence[tuple[int, int, Mapping[str, str | Sequence[str]], str | None]]
+    ) -> None:
+        """All documents in one writer and one commit (one new segment, not one each)."""
+        latest = {}  # update_document inside one writer does not replace its own additions
+        for account_id, document_id, fields, language in documents:
+            check_ids(account_id, document_id)
+            latest[(account_id, document_id)] = (fields, language)
+        prepared = []
+        for (account_id, document_id), (fields, language) in latest.items():
+            tokens = await tokenize(fields, resolve_language(self, language))
+            prepared.append((account_id, document_id,
+                             {f"f_{n}": " ".join(w) for n, w in tokens.items() if w}))
+
+        def change(writer: Any) -> None:
+            for account_id, document_id, doc in prepared:
+                writer.update_document(key=_key(account_id, document_id),
+                                       account=str(account_id), doc=document_id, **doc)
+
+        if prepared:
+            await self._in_thread(self._write, change)
+
     async def unindex(self, account_id: int, document_id: int) -> None:
         check_ids(account_id, document_id)
         key = _key(account_id, document_id)
