@@ -26,21 +26,16 @@ data store (``MysqlStore``), reused by subclassing it with this table's DDL.
 
 from __future__ import annotations
 
-import functools
 import hashlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
 from stalwart_mp.store import fts_text
 from stalwart_mp.store.backends.mysql_store import MysqlStore
-from stalwart_mp.store.data import StoreError
+from stalwart_mp.store.backends.sql_fts_base import SqlFts
 from stalwart_mp.store.fts import (
     FIELDS,
-    FtsStore,
-    Query,
     check_ids,
-    check_query,
-    evaluate,
     resolve_language,
     tokenize,
 )
@@ -106,23 +101,18 @@ class _Matcher:
         return {r[0] for r in rows if any(fts_text.has_sequence(t, tokens) for t in r[1:])}
 
 
-class MysqlFts(FtsStore):
-    def __init__(self, name: str, *, table: str = "kv", language: str = "english",
-                 **connection: Any) -> None:
-        self.name = name
-        self.language = fts_text.language_name(language)
-        if len(table) > MAX_TABLE:
-            raise StoreError(
-                f'store "{name}": table = {table!r}: at most {MAX_TABLE} characters for a '
-                'full-text store (its table name adds "_fts")'
-            )
-        self._db = _Connections(name, table=table, **connection)
-        self._table = f"`{self._db.table}_fts`"
+class MysqlFts(SqlFts):
+    MAX_TABLE = MAX_TABLE
+    _SNAPSHOT = 'START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY'
 
-    async def _run(self, fn: Callable[[Any], T]) -> T:
-        # Every statement here is idempotent (upsert, delete, reads): a call that met a broken
-        # connection can be retried on a fresh one.
-        return await self._db._in_thread(functools.partial(self._db._with_conn, fn, retry=True))
+    def _connections(self, name: str, **settings: Any) -> Any:
+        return _Connections(name, **settings)
+
+    def _quote(self, identifier: str) -> str:
+        return f"`{identifier}`"
+
+    def _matcher(self, cur: Any, account_id: int) -> Any:
+        return _Matcher(cur, self._table, account_id)
 
     async def index(
         self,
@@ -145,30 +135,3 @@ class MysqlFts(FtsStore):
         args = (account_id, document_id, terms, *texts)
         await self._run(lambda cur: cur.execute(sql, args))
 
-    async def _delete(self, where: str, args: tuple[int, ...]) -> None:
-        sql = f"DELETE FROM {self._table} WHERE {where}"
-        await self._run(lambda cur: cur.execute(sql, args))
-
-    async def unindex(self, account_id: int, document_id: int) -> None:
-        check_ids(account_id, document_id)
-        await self._delete("account_id = %s AND document_id = %s", (account_id, document_id))
-
-    async def unindex_account(self, account_id: int) -> None:
-        check_ids(account_id)
-        await self._delete("account_id = %s", (account_id,))
-
-    def _query(self, cur: Any, account_id: int, q: Query, language: str) -> set[int]:
-        # One consistent snapshot for every leaf of the query.
-        cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
-        result = evaluate(q, _Matcher(cur, self._table, account_id), language)
-        cur.execute("COMMIT")
-        return result
-
-    async def query(self, account_id: int, q: Query, language: str | None = None) -> set[int]:
-        check_ids(account_id)
-        check_query(q)
-        language = resolve_language(self, language)
-        return await self._run(lambda cur: self._query(cur, account_id, q, language))
-
-    async def close(self) -> None:
-        await self._db.close()

@@ -23,20 +23,15 @@ its leaves see one snapshot; a write is one autocommitted upsert or delete.
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
 from stalwart_mp.store import fts_text
 from stalwart_mp.store.backends.postgres_store import PostgresStore, lock_id
-from stalwart_mp.store.data import StoreError
+from stalwart_mp.store.backends.sql_fts_base import SqlFts
 from stalwart_mp.store.fts import (
     FIELDS,
-    FtsStore,
-    Query,
     check_ids,
-    check_query,
-    evaluate,
     resolve_language,
     tokenize,
 )
@@ -104,18 +99,18 @@ class _Matcher:
         return {r[0] for r in rows if any(fts_text.has_sequence(t, tokens) for t in r[1:])}
 
 
-class PostgresFts(FtsStore):
-    def __init__(self, name: str, *, table: str = "kv", language: str = "english",
-                 **connection: Any) -> None:
-        self.name = name
-        self.language = fts_text.language_name(language)
-        if len(table) > MAX_TABLE:
-            raise StoreError(
-                f'store "{name}": table = {table!r}: at most {MAX_TABLE} characters for a '
-                "full-text store (its table and index names add a suffix)"
-            )
-        self._db = _Connections(name, table=table, **connection)
-        self._table = f'"{self._db.table}_fts"'
+class PostgresFts(SqlFts):
+    MAX_TABLE = MAX_TABLE
+    _SNAPSHOT = 'BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY'
+
+    def _connections(self, name: str, **settings: Any) -> Any:
+        return _Connections(name, **settings)
+
+    def _quote(self, identifier: str) -> str:
+        return f'"{identifier}"'
+
+    def _matcher(self, cur: Any, account_id: int) -> Any:
+        return _Matcher(cur, self._table, account_id)
 
     async def index(
         self,
@@ -139,34 +134,3 @@ class PostgresFts(FtsStore):
         args = (account_id, document_id, lexemes, *texts)
         await self._run(lambda cur: cur.execute(sql, args))
 
-    async def _run(self, fn: Callable[[Any], T]) -> T:
-        # Every statement here is idempotent (upsert, delete, reads): a call that met a broken
-        # connection can be retried on a fresh one.
-        return await self._db._in_thread(functools.partial(self._db._with_conn, fn, retry=True))
-
-    async def _delete(self, where: str, args: tuple[int, ...]) -> None:
-        sql = f"DELETE FROM {self._table} WHERE {where}"
-        await self._run(lambda cur: cur.execute(sql, args))
-
-    async def unindex(self, account_id: int, document_id: int) -> None:
-        check_ids(account_id, document_id)
-        await self._delete("account_id = %s AND document_id = %s", (account_id, document_id))
-
-    async def unindex_account(self, account_id: int) -> None:
-        check_ids(account_id)
-        await self._delete("account_id = %s", (account_id,))
-
-    def _query(self, cur: Any, account_id: int, q: Query, language: str) -> set[int]:
-        cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        result = evaluate(q, _Matcher(cur, self._table, account_id), language)
-        cur.execute("COMMIT")
-        return result
-
-    async def query(self, account_id: int, q: Query, language: str | None = None) -> set[int]:
-        check_ids(account_id)
-        check_query(q)
-        language = resolve_language(self, language)
-        return await self._run(lambda cur: self._query(cur, account_id, q, language))
-
-    async def close(self) -> None:
-        await self._db.close()
