@@ -25,12 +25,14 @@ class Services:
     blobs: object             # stalwart_mp.store.blob.BlobStore
     mail: object              # stalwart_mp.mail.store.MailStore (writes group-committed)
     delivery: object          # stalwart_mp.mail.delivery.Delivery
+    secret: bytes             # server-wide secret (directory/secret.py)
 
     @classmethod
     async def open(cls, cfg, events=None) -> Services:
         from stalwart_mp.directory.configured import open_directory
         from stalwart_mp.directory.internal import InternalDirectory
         from stalwart_mp.directory.management import DirectoryManager
+        from stalwart_mp.directory.secret import server_secret
         from stalwart_mp.mail.commit import GroupCommitter
         from stalwart_mp.mail.delivery import Delivery, DeliverySettings
         from stalwart_mp.mail.notify import change_publisher
@@ -58,7 +60,7 @@ class Services:
         mail = MailStore(data, committer)
         delivery = Delivery(mail, blobs, directory, DeliverySettings.from_config(cfg))
         return cls(data, lookup, directory, auth, TokenStore(data), manager, blobs, mail,
-                   delivery)
+                   delivery, await server_secret(data))
 
     async def close(self) -> None:
         await self.blobs.close()

@@ -366,7 +366,8 @@ class SmtpSession(asyncio.Protocol):
                            verify_plain=verify_plain, scram_secret=scram_secret,
                            verify_token=verify_token,
                            tls=self.proto.tls or self._loopback(),
-                           allow_plain_without_tls=self.server.allow_plain_text)
+                           allow_plain_without_tls=self.server.allow_plain_text,
+                           fake_salt_key=services.secret)  # same made-up salts in every worker
         return await self._auth_answer(await self._sasl.begin())
 
     async def _auth_step(self, event: p.AuthResponse) -> Reply:
