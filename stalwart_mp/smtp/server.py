@@ -28,6 +28,10 @@ class SmtpProtocolServer:
         self.checks = {name: cfg.get(f"smtp.checks.{name}")
                        for name in ("spf", "dkim", "iprev", "dmarc")}
         self.enforce_dmarc = cfg.get("smtp.dmarc.enforce")
+        self.dnsbl_zones = cfg.get("smtp.dnsbl.zones")
+        self.greylist = cfg.get("smtp.greylist.enabled")
+        self.greylist_delay = cfg.get("smtp.greylist.delay")
+        self.greylist_ttl = cfg.get("smtp.greylist.ttl")
         self.sessions: set[SmtpSession] = set()
         self.resolver = None
 

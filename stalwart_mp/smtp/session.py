@@ -222,6 +222,15 @@ class SmtpSession(asyncio.Protocol):
                 not await self._owns(event.address):
             return reply(553, "5.7.1", f"{self.principal.name} may not send as "
                                        f"{event.address}")
+        if self.kind == "smtp" and self.server.dnsbl_zones and not self._loopback():
+            from stalwart_mp.smtp.policy import dnsbl_listing
+
+            zone = await dnsbl_listing(self.info.remote_ip, self.server.dnsbl_zones,
+                                       self.server.resolver)
+            if zone:
+                log.info("client listed", extra={"fields": {"zone": zone}})
+                return reply(554, "5.7.1", f"Client host [{self.info.remote_ip}] blocked "
+                                           f"using {zone}")
         self.tx = Transaction(event.address, event.params)
         return reply(250, "2.1.0", "OK")
 
@@ -238,6 +247,8 @@ class SmtpSession(asyncio.Protocol):
             return reply(451, "4.3.0", "Temporary failure, try again later")
         result = await self.server.services.delivery.resolve_recipient(event.address)
         if result.status == Status.DELIVERED:
+            if self.kind == "smtp" and self.server.greylist and await self._greylisted(event):
+                return reply(451, "4.7.1", "Greylisted, please try again later")
             self.tx.local.append(event.address)
             return reply(250, "2.1.5", "OK")
         if result.status == Status.UNKNOWN:
@@ -250,6 +261,13 @@ class SmtpSession(asyncio.Protocol):
                 return reply(250, "2.1.5", "OK")
             return reply(550, "5.7.1", "Relaying denied")
         return reply(451, "4.3.0", "Temporary failure, try again later")
+
+    async def _greylisted(self, event: p.RcptTo) -> bool:
+        from stalwart_mp.smtp.policy import greylisted
+
+        return await greylisted(self.server.services.lookup, self.info.remote_ip,
+                                self.tx.mail_from or "", event.address,
+                                self.server.greylist_delay, self.server.greylist_ttl)
 
     async def _message(self, event: p.MessageData) -> Reply | list[Reply]:
         from stalwart_mp.mail.delivery import Status

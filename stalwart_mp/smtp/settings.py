@@ -1,7 +1,7 @@
 """Settings of the SMTP, submission and LMTP listeners."""
 from __future__ import annotations
 
-from stalwart_mp.config.schema import SCHEMA, Bool, Int, Setting, Size
+from stalwart_mp.config.schema import SCHEMA, Bool, Duration, Int, ListOf, Setting, Size, Str
 
 SCHEMA.add(
     Setting("smtp.max-message-size", Size(), 50 * 1024 * 1024,
@@ -19,4 +19,15 @@ SCHEMA.add(
     Setting("smtp.dmarc.enforce", Bool(), True,
             "Apply the sender domain's DMARC policy: p=reject is refused with 550 5.7.1, "
             "p=quarantine is delivered into Junk. Off: only record the result."),
+    Setting("smtp.dnsbl.zones", ListOf(Str(nonempty=True)), [],
+            'DNS blocklists (RFC 5782) checked for every MX client, e.g. ["zen.spamhaus.org"]; '
+            "a listed client is refused at MAIL FROM with 554 5.7.1. Unreachable zones are "
+            "skipped (logged)."),
+    Setting("smtp.greylist.enabled", Bool(), False,
+            "Greylisting on the MX: defer (451 4.7.1) the first attempt of an unknown "
+            "(client network, sender, recipient) triplet."),
+    Setting("smtp.greylist.delay", Duration(), 300.0,
+            "How long a new triplet is deferred before a retry is accepted."),
+    Setting("smtp.greylist.ttl", Duration(), 30 * 86400.0,
+            "How long an accepted triplet is remembered (refreshed by every delivery)."),
 )
