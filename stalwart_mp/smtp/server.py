@@ -32,6 +32,11 @@ class SmtpProtocolServer:
         self.greylist = cfg.get("smtp.greylist.enabled")
         self.greylist_delay = cfg.get("smtp.greylist.delay")
         self.greylist_ttl = cfg.get("smtp.greylist.ttl")
+        self.rate_ip = cfg.get("smtp.rate-limit.ip")
+        self.rate_sender = cfg.get("smtp.rate-limit.sender")
+        self.rate_window = cfg.get("smtp.rate-limit.window")
+        self.greeting_delay = cfg.get("smtp.greeting-delay") if self.kind == "smtp" else 0.0
+        self.max_received = cfg.get("smtp.max-received")
         self.sessions: set[SmtpSession] = set()
         self.resolver = None
 

@@ -47,16 +47,34 @@ class SmtpSession(asyncio.Protocol):
         self._task: asyncio.Task | None = None
         self._sasl = None
         self._idle: asyncio.TimerHandle | None = None
+        self._greeted = False
 
     # --- transport ------------------------------------------------------------------
 
     def connection_made(self, transport) -> None:
         self.transport = transport
+        self._greeted = False
+        self._touch()
+        if self.server.greeting_delay > 0:
+            asyncio.get_running_loop().call_later(self.server.greeting_delay, self._greet)
+        else:
+            self._greet()
+
+    def _greet(self) -> None:
+        if self._greeted or self.transport is None or self.transport.is_closing():
+            return
+        self._greeted = True
         self._write(reply(220, None, f"{self.server.hostname} ESMTP stalwart-mp ready"),
                     raw=True)
-        self._touch()
 
     def data_received(self, data: bytes) -> None:
+        if not self._greeted:  # an early talker: spoke before the greeting (RFC 5321 §4.3.1)
+            log.info("early talker refused", extra={"fields": {"ip": self.info.remote_ip}})
+            self._greeted = True
+            self._write(reply(554, None, "5.5.1 Protocol error: talking before the greeting"),
+                        raw=True)
+            self._close()
+            return
         self.proto.receive_data(data)
         self._touch()
         if self._task is None or self._task.done():
@@ -231,8 +249,26 @@ class SmtpSession(asyncio.Protocol):
                 log.info("client listed", extra={"fields": {"zone": zone}})
                 return reply(554, "5.7.1", f"Client host [{self.info.remote_ip}] blocked "
                                            f"using {zone}")
+        limited = await self._rate_limited()
+        if limited:
+            return limited
         self.tx = Transaction(event.address, event.params)
         return reply(250, "2.1.0", "OK")
+
+    async def _rate_limited(self) -> Reply | None:
+        """Per-IP (MX) and per-account (submission) message rates, in the lookup store."""
+        s = self.server
+        if self.principal is not None and s.rate_sender:
+            key, limit = b"rate:sender:" + self.principal.name.encode(), s.rate_sender
+        elif self.kind == "smtp" and s.rate_ip:
+            key, limit = b"rate:ip:" + self.info.remote_ip.encode(), s.rate_ip
+        else:
+            return None
+        result = await s.services.lookup.rate_limit(key, limit, s.rate_window)
+        if result.allowed:
+            return None
+        return reply(451, "4.7.1", f"Rate limit exceeded, try again in "
+                                   f"{int(result.retry_after) + 1} seconds")
 
     async def _owns(self, address: str) -> bool:
         from stalwart_mp.directory.recipients import resolve
@@ -273,6 +309,8 @@ class SmtpSession(asyncio.Protocol):
         from stalwart_mp.mail.delivery import Status
 
         tx, self.tx = self.tx, Transaction()
+        if _received_count(event.content) >= self.server.max_received:
+            return reply(554, "5.4.6", "Too many Received fields: mail loop detected")
         junk = False
         trace = self._received_header()
         if self.kind == "smtp":
@@ -451,6 +489,13 @@ class SmtpSession(asyncio.Protocol):
             self._close()
         self.principal = None
         self.tx = Transaction()
+
+
+def _received_count(content: bytes) -> int:
+    """Received fields in the header block (RFC 5321 §6.3 loop detection)."""
+    end = content.find(b"\r\n\r\n")
+    head = content[: end if end >= 0 else len(content)]
+    return sum(1 for line in head.split(b"\r\n") if line[:9].lower() == b"received:")
 
 
 def _delivery_reply(result) -> Reply:

@@ -30,4 +30,19 @@ SCHEMA.add(
             "How long a new triplet is deferred before a retry is accepted."),
     Setting("smtp.greylist.ttl", Duration(), 30 * 86400.0,
             "How long an accepted triplet is remembered (refreshed by every delivery)."),
+    Setting("smtp.rate-limit.ip", Int(min=0), 0,
+            "Messages one client address may send per smtp.rate-limit.window on the MX "
+            "(0 = no limit). Beyond it: 451 4.7.1 with the seconds to wait."),
+    Setting("smtp.rate-limit.sender", Int(min=0), 500,
+            "Messages one authenticated account may submit per smtp.rate-limit.window "
+            "(0 = no limit)."),
+    Setting("smtp.rate-limit.window", Duration(), 3600.0,
+            "Window of the rate limits (counted in the lookup store, shared by all workers)."),
+    Setting("smtp.greeting-delay", Duration(), 0.0,
+            'Wait this long before the greeting on the MX; a client that talks first (an '
+            '"early talker", typical of spam engines) is refused with 554 5.5.1 and dropped. '
+            'Postfix\'s postscreen uses a few seconds; 0 = greet at once.'),
+    Setting("smtp.max-received", Int(min=1, max=1000), 50,
+            "A message with more Received fields than this is looping: refused with 554 5.4.6 "
+            "(RFC 5321 §6.3)."),
 )

@@ -73,3 +73,34 @@ def test_first_attempt_is_greylisted_and_the_retry_accepted(server):
     with smtplib.SMTP("127.0.0.1", server.ports["mx"], timeout=10) as c:
         assert c.sendmail("ann@remote.test", ["alice@example.org"], MESSAGE) == {}
     assert len(mailbox(server.folder, "alice")[0]) == 1
+
+
+@pytest.fixture
+def strict_server(tmp_path, dns_zone):  # noqa: F811
+    port, _ = dns_zone
+    srv = mail_server(tmp_path, port, {"mx": ("smtp", "")},
+                      smtp='greeting-delay = "0.5s"\nrate-limit.ip = 3\nmax-received = 5\n')
+    yield srv
+    srv.stop()
+
+
+def test_early_talker_is_refused(strict_server):
+    with socket.create_connection(("127.0.0.1", strict_server.ports["mx"]), timeout=10) as s:
+        s.sendall(b"EHLO impatient.test\r\n")  # before the greeting
+        assert s.recv(200).startswith(b"554 5.5.1")
+        assert s.recv(200) == b"", "then dropped"
+    with smtplib.SMTP("127.0.0.1", strict_server.ports["mx"], timeout=10) as c:
+        assert c.ehlo("patient.test")[0] == 250, "a client that waits is served"
+
+
+def test_mail_loop_and_rate_limit(strict_server):
+    looping = b"".join(b"Received: from hop%d\r\n" % i for i in range(6)) + MESSAGE
+    with smtplib.SMTP("127.0.0.1", strict_server.ports["mx"], timeout=10) as c:
+        with pytest.raises(smtplib.SMTPDataError) as exc:
+            c.sendmail("ann@remote.test", ["alice@example.org"], looping)
+        assert (exc.value.smtp_code, exc.value.smtp_error[:5]) == (554, b"5.4.6")
+        # that was message 1 of 3 allowed per window from this address
+        assert c.sendmail("ann@remote.test", ["alice@example.org"], MESSAGE) == {}
+        assert c.sendmail("ann@remote.test", ["alice@example.org"], MESSAGE) == {}
+        code, text = c.mail("ann@remote.test")
+        assert (code, text[:5]) == (451, b"4.7.1") and b"Rate limit exceeded" in text
