@@ -38,8 +38,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import Enum
 
+from stalwart_mp.auth.credentials import ScramSecret
 from stalwart_mp.auth.saslprep import saslprep
-from stalwart_mp.directory.base import ScramSecret
 
 MAX_MESSAGE = 8192  # longest client response accepted, in bytes (after base64 decoding)
 

@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass, field
 from enum import Enum
 
+from stalwart_mp.auth.credentials import ScramSecret
+
 
 class DirectoryError(Exception):
     """A management request that cannot be done (the message says why)."""
@@ -40,17 +42,6 @@ class AppPassword:
     name: str
     secret: str  # a password hash, "{ARGON2ID}..."
     created_at: float = field(default_factory=time.time)
-
-
-@dataclass(slots=True)
-class ScramSecret:
-    """RFC 5802 §3 stored credentials for one SCRAM mechanism (never the password)."""
-
-    mechanism: str  # "SCRAM-SHA-256" | "SCRAM-SHA-1"
-    salt: bytes
-    iterations: int
-    stored_key: bytes
-    server_key: bytes
 
 
 @dataclass(slots=True)
