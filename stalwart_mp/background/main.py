@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 
 from stalwart_mp.master.children import ChildContext, master_alive
@@ -16,6 +17,10 @@ log = logging.getLogger("stalwart_mp.queue")
 
 def run_queue_child(ctx: ChildContext) -> int:
     import uvloop
+
+    # Background work (indexing, collection) yields the CPU to the workers serving clients:
+    # a burst of deliveries is acknowledged first and indexed a moment later.
+    os.nice(ctx.config.get("queue.nice"))
 
     return uvloop.run(_main(ctx))
 

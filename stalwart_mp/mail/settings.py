@@ -31,4 +31,9 @@ SCHEMA.add(
         "search.index-batch", Int(min=1, max=10_000), 100,
         "Messages indexed for full-text search per round by the queue process.",
     ),
+    Setting(
+        "queue.nice", Int(min=0, max=19), 10,
+        "Scheduling priority (nice) of the queue process: its background work (indexing, "
+        "collection) gives way to the workers serving clients.",
+    ),
 )
