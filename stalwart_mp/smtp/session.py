@@ -366,7 +366,11 @@ class SmtpSession(asyncio.Protocol):
 
         checks, resolver, ip = self.server.checks, self.server.resolver, self.info.remote_ip
         helo = self.proto.helo.name if self.proto.helo else ""
-        spf = await check_spf(ip, helo, tx.mail_from or "", resolver) if checks["spf"] else None
+        spf = helo_spf = None
+        if checks["spf"]:
+            spf = await check_spf(ip, helo, tx.mail_from or "", resolver)
+            if tx.mail_from and _is_domain(helo):  # RFC 7208 §2.3: HELO identity too
+                helo_spf = await check_spf(ip, helo, "", resolver)
         dkim = await verify_dkim(content, resolver) if checks["dkim"] else []
         arc = await verify_arc(content, resolver) if checks["dkim"] else None
         iprev = await check_iprev(ip, resolver) if checks["iprev"] else None
@@ -376,7 +380,7 @@ class SmtpSession(asyncio.Protocol):
             domain = senders[0].host if senders and senders[0].host else ""
             dmarc = await evaluate_dmarc(domain or "", spf, dkim, resolver)
         value = authentication_results(self.server.hostname, spf=spf, dkim=dkim, arc=arc,
-                                       dmarc=dmarc, iprev=iprev)
+                                       dmarc=dmarc, iprev=iprev, helo_spf=helo_spf)
         verdict = None
         if dmarc is not None and dmarc.result == "fail" and self.server.enforce_dmarc and \
                 dmarc.policy in ("reject", "quarantine"):
@@ -489,6 +493,11 @@ class SmtpSession(asyncio.Protocol):
             self._close()
         self.principal = None
         self.tx = Transaction()
+
+
+def _is_domain(name: str) -> bool:
+    """A HELO name worth an SPF check: a dotted name, not an address literal."""
+    return "." in name and not name.startswith("[") and not name.replace(".", "").isdigit()
 
 
 def _received_count(content: bytes) -> int:

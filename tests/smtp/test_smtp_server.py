@@ -44,6 +44,7 @@ def test_mx_delivers_locally_with_trace_and_authentication_results(server):
     head = stored[: -len(MESSAGE)].decode()
     assert head.startswith("Authentication-Results: mail.test.example;")
     assert "spf=fail" in head and "smtp.mailfrom=ann@remote.test" in head
+    assert "spf=none smtp.helo=client.remote.test" in head, "the HELO identity is checked too"
     assert "Received: from client.remote.test ([127.0.0.1])" in head
 
 

@@ -78,7 +78,8 @@ def _dmarc(r: DmarcResult) -> str:
 def authentication_results(hostname: str, spf: SpfResult | None = None,
                            dkim: Sequence[DkimResult] | None = None,
                            arc: ArcResult | None = None, dmarc: DmarcResult | None = None,
-                           iprev: IprevResult | None = None) -> str:
+                           iprev: IprevResult | None = None,
+                           helo_spf: SpfResult | None = None) -> str:
     """The value of one Authentication-Results field (after "Authentication-Results: ").
 
     ``hostname`` is the authserv-id (RFC 8601 §2.5). Each check given adds one resinfo per
@@ -90,6 +91,8 @@ def authentication_results(hostname: str, spf: SpfResult | None = None,
         parts.append(_iprev(iprev))
     if spf is not None:
         parts.append(_spf(spf))
+    if helo_spf is not None:  # RFC 7208 §2.3: the HELO identity, checked as well
+        parts.append(_spf(helo_spf))
     if dkim is not None:
         parts.extend([_dkim(r) for r in dkim] or ["dkim=none"])
     if arc is not None:
