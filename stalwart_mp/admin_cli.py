@@ -15,7 +15,11 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from stalwart_mp.control.client import ControlStub, connect
-from stalwart_mp.control.gen.stalwart_mp.v1 import server_pb2
+from stalwart_mp.control.gen.stalwart_mp.v1 import (
+    principals_pb2,
+    principals_pb2_grpc,
+    server_pb2,
+)
 from stalwart_mp.control.token import TokenError, read_control_token
 
 DEFAULT_CONTROL = "127.0.0.1:50051"
@@ -43,6 +47,9 @@ examples:
   export {ENV_TOKEN_FILE}=/var/lib/stalwart-mp/run/control.token
   stalwart-mp-admin status --json | jq .processes
   stalwart-mp-admin --control unix:/run/stalwart-mp/control.sock reload
+  stalwart-mp-admin domain add example.org
+  stalwart-mp-admin account add alice --email alice@example.org --password-stdin
+  stalwart-mp-admin account list --search example.org
 
 exit status:
   {EXIT_OK}  success
@@ -100,7 +107,95 @@ def build_parser() -> argparse.ArgumentParser:
     )
     reload.add_argument("--json", action="store_true", help="print the result as JSON")
     reload.set_defaults(run=cmd_reload)
+    _add_domain_commands(commands)
+    _add_account_commands(commands)
     return parser
+
+
+def _add_domain_commands(commands: Any) -> None:
+    domain = commands.add_parser(
+        "domain", help="manage the local domains of the internal directory",
+        description="Manage local domains. An address can only be given to an account once "
+        "its domain exists.",
+    )
+    actions = domain.add_subparsers(dest="action", metavar="ACTION", required=True)
+    add = actions.add_parser("add", help="create a local domain",
+                             description="Create a local domain, e.g. example.org.")
+    add.add_argument("name", help="domain name, e.g. example.org")
+    add.add_argument("--description", default="", help="free text for administrators")
+    add.set_defaults(run=cmd_domain_add)
+
+
+def _add_account_commands(commands: Any) -> None:
+    account = commands.add_parser(
+        "account", help="manage the accounts of the internal directory",
+        description="Create, list, show, change the password of and delete accounts. With an "
+        "external directory (SQL, LDAP) accounts are managed there, and these commands fail.",
+    )
+    actions = account.add_subparsers(dest="action", metavar="ACTION", required=True)
+    add = actions.add_parser(
+        "add", help="create an account",
+        description="Create an account (login NAME) with its addresses, the primary one "
+        "first; their domains must exist (`domain add`).",
+    )
+    add.add_argument("name", help="login name of the account, e.g. alice")
+    add.add_argument("--email", metavar="ADDRESS", action="append", default=[], required=True,
+                     help="an address of the account; repeat for aliases (primary first)")
+    secret = add.add_mutually_exclusive_group()
+    secret.add_argument("--password", metavar="PASSWORD",
+                        help="the password (visible to other users in the process list: "
+                        "prefer --password-stdin)")
+    secret.add_argument("--password-stdin", action="store_true",
+                        help="read the password from the first line of standard input")
+    add.add_argument("--quota", metavar="BYTES", type=_quota, default=0,
+                     help="storage quota in bytes (default: 0, unlimited)")
+    add.add_argument("--admin", action="store_true",
+                     help='grant the role "admin" (in addition to "user")')
+    add.add_argument("--description", default="", help="free text, e.g. the full name")
+    add.add_argument("--json", action="store_true", help="print the account as JSON")
+    add.set_defaults(run=cmd_account_add)
+
+    listing = actions.add_parser("list", help="list the accounts",
+                                 description="List the accounts in name order.")
+    listing.add_argument("--search", metavar="TEXT", default="",
+                         help="only accounts whose name, description or addresses contain TEXT")
+    listing.add_argument("--json", action="store_true", help="print the accounts as JSON")
+    listing.set_defaults(run=cmd_account_list)
+
+    show = actions.add_parser("show", help="show one account",
+                              description="Show an account (never its password).")
+    show.add_argument("name", help="login name of the account")
+    show.add_argument("--json", action="store_true", help="print the account as JSON")
+    show.set_defaults(run=cmd_account_show)
+
+    passwd = actions.add_parser(
+        "passwd", help="set the password of an account",
+        description="Replace the password of an account (its app passwords are kept). The "
+        "password is asked for on the terminal, or read from standard input.",
+    )
+    passwd.add_argument("name", help="login name of the account")
+    passwd.add_argument("--password-stdin", action="store_true",
+                        help="read the password from the first line of standard input")
+    passwd.set_defaults(run=cmd_account_passwd)
+
+    delete = actions.add_parser(
+        "delete", help="delete an account and its mail",
+        description="Delete an account; its mail is purged in the background.",
+    )
+    delete.add_argument("name", help="login name of the account")
+    delete.add_argument("--yes", action="store_true",
+                        help="confirm: the account and its mail cannot be recovered")
+    delete.set_defaults(run=cmd_account_delete)
+
+
+def _quota(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of bytes") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("the quota must not be negative")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -145,6 +240,129 @@ def cmd_reload(stub: ControlStub, args: argparse.Namespace) -> int:
         for error in result.errors:
             print(f"  - {error}")
     return EXIT_OK if result.applied else EXIT_REFUSED
+
+
+def _principals(stub: ControlStub) -> principals_pb2_grpc.PrincipalsStub:
+    return principals_pb2_grpc.PrincipalsStub(stub.channel)
+
+
+def cmd_domain_add(stub: ControlStub, args: argparse.Namespace) -> int:
+    domain = _call(_principals(stub).CreateDomain,
+                   principals_pb2.CreateDomainRequest(name=args.name,
+                                                      description=args.description),
+                   args.control, args.timeout)
+    print(f"domain {domain.name} created")
+    return EXIT_OK
+
+
+def cmd_account_add(stub: ControlStub, args: argparse.Namespace) -> int:
+    password = args.password or ""
+    if args.password_stdin:
+        password = _stdin_password()
+    request = principals_pb2.CreatePrincipalRequest(
+        name=args.name, type="individual", password=password, emails=args.email,
+        description=args.description, quota_bytes=args.quota,
+        roles=["user", "admin"] if args.admin else [],
+    )
+    account = _call(_principals(stub).CreatePrincipal, request, args.control, args.timeout)
+    if args.json:
+        print(_to_json(account))
+    else:
+        print(f"account {account.name} created ({', '.join(account.emails)})"
+              + ("" if password else "; it has no password yet: "
+                 f"`stalwart-mp-admin account passwd {account.name}`"))
+    return EXIT_OK
+
+
+def cmd_account_list(stub: ControlStub, args: argparse.Namespace) -> int:
+    accounts: list[principals_pb2.Principal] = []
+    token = ""
+    while True:
+        page = _call(_principals(stub).ListPrincipals,
+                     principals_pb2.ListPrincipalsRequest(
+                         type="individual", search=args.search, page_token=token,
+                         page_size=500),
+                     args.control, args.timeout)
+        accounts += page.principals
+        token = page.next_page_token
+        if not token:
+            break
+    if args.json:
+        print(json.dumps([json.loads(_to_json(a)) for a in accounts], indent=2))
+        return EXIT_OK
+    rows = _table(
+        ("NAME", "EMAILS", "QUOTA", "ROLES", "STATE"),
+        [(a.name, ", ".join(a.emails), _size(a.quota_bytes), ", ".join(a.roles),
+          "disabled" if a.disabled else "active") for a in accounts],
+    )
+    print("\n".join(row[2:] for row in rows) if accounts else "no accounts")
+    return EXIT_OK
+
+
+def cmd_account_show(stub: ControlStub, args: argparse.Namespace) -> int:
+    p = _call(_principals(stub).GetPrincipal, principals_pb2.GetPrincipalRequest(name=args.name),
+              args.control, args.timeout)
+    if args.json:
+        print(_to_json(p))
+        return EXIT_OK
+    rows = [
+        ("name", p.name), ("id", str(p.id)), ("type", p.type),
+        ("description", p.description or "-"), ("emails", ", ".join(p.emails) or "-"),
+        ("quota", _size(p.quota_bytes)),
+        ("max messages", str(p.quota_messages) if p.quota_messages else "unlimited"),
+        ("roles", ", ".join(p.roles) or "-"), ("member of", ", ".join(p.member_of) or "-"),
+        ("state", "disabled" if p.disabled else "active"),
+        ("app passwords", ", ".join(p.app_passwords) or "-"),
+    ]
+    if p.members:
+        rows.insert(5, ("members", ", ".join(p.members)))
+    print("\n".join(f"{label:<14}{value}" for label, value in rows))
+    return EXIT_OK
+
+
+def cmd_account_passwd(stub: ControlStub, args: argparse.Namespace) -> int:
+    if args.password_stdin:
+        password = _stdin_password()
+    else:
+        import getpass
+
+        if not sys.stdin.isatty():
+            raise CliError("standard input is not a terminal: pass --password-stdin to read "
+                           "the password from it", EXIT_USAGE)
+        password = getpass.getpass(f"new password for {args.name}: ")
+        if getpass.getpass("again: ") != password:
+            raise CliError("the passwords differ; nothing changed", EXIT_USAGE)
+    _call(_principals(stub).SetPassword,
+          principals_pb2.SetPasswordRequest(name=args.name, password=password),
+          args.control, args.timeout)
+    print(f"password of {args.name} changed")
+    return EXIT_OK
+
+
+def cmd_account_delete(stub: ControlStub, args: argparse.Namespace) -> int:
+    if not args.yes:
+        raise CliError(f"deleting {args.name} also deletes its mail, for good: "
+                       "add --yes to confirm", EXIT_USAGE)
+    _call(_principals(stub).DeletePrincipal,
+          principals_pb2.DeletePrincipalRequest(name=args.name), args.control, args.timeout)
+    print(f"account {args.name} deleted")
+    return EXIT_OK
+
+
+def _stdin_password() -> str:
+    password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        raise CliError("no password on standard input (the first line is read)", EXIT_USAGE)
+    return password
+
+
+def _size(value: int) -> str:
+    if not value:
+        return "unlimited"
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if value >= size:
+            return f"{value / size:.1f} {unit}".replace(".0 ", " ")
+    return f"{value} B"
 
 
 def _call(method: Callable[..., Any], request: Message, address: str, timeout: float) -> Any:

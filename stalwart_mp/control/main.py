@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from stalwart_mp.control.principals_service import DirectoryBackend
 from stalwart_mp.control.service import BindError, build_server
 from stalwart_mp.control.token import TokenError, ensure_control_token
 from stalwart_mp.master.children import BOOT_ERROR
@@ -37,16 +38,19 @@ class ControlBootError(Exception):
 def run_control(cfg: Any, run_dir: Path, master_pid: int, bind: str) -> None:
     """Serve the control plane on ``bind`` until SIGTERM/SIGINT/SIGQUIT or the master dies.
 
-    ``cfg`` is the master's Config (kept for the services that read settings); ``run_dir``
-    holds status.json and control.token; ``bind`` is "HOST:PORT" or "unix:/path".
+    ``cfg`` is the master's Config (None: no stores, the Principals calls are UNAVAILABLE);
+    ``run_dir`` holds status.json, control.token and events.sock; ``bind`` is "HOST:PORT" or "unix:/path".
     Raises ControlBootError if it cannot start.
     """
     run_dir = Path(run_dir)
+    directory = DirectoryBackend(cfg, run_dir) if cfg is not None else None
     try:
         token = ensure_control_token(run_dir)
-        server, port = build_server(run_dir, master_pid, bind, token)
+        server, port = build_server(run_dir, master_pid, bind, token, directory=directory)
     except (TokenError, BindError) as exc:
         raise ControlBootError(str(exc)) from None
+    if directory is not None:
+        directory.start()  # its loop thread: opens the stores at the first Principals call
     wake_r, wake_w = socket.socketpair()
     received: list[int] = []
     previous = _install_signals(received, wake_w)
@@ -58,6 +62,8 @@ def run_control(cfg: Any, run_dir: Path, master_pid: int, bind: str) -> None:
         log.info("control plane stopping", extra={"fields": {"grace": grace}})
         server.stop(grace=grace).wait()
     finally:
+        if directory is not None:
+            directory.close()
         _restore_signals(previous)
         wake_r.close()
         wake_w.close()

@@ -15,7 +15,12 @@ from pathlib import Path
 import grpc
 
 from stalwart_mp.control.auth import BearerTokenInterceptor
-from stalwart_mp.control.gen.stalwart_mp.v1 import server_pb2, server_pb2_grpc
+from stalwart_mp.control.gen.stalwart_mp.v1 import (
+    principals_pb2_grpc,
+    server_pb2,
+    server_pb2_grpc,
+)
+from stalwart_mp.control.principals_service import DirectoryBackend, PrincipalsServicer
 from stalwart_mp.control.status import (
     StatusUnavailable,
     read_status,
@@ -111,13 +116,15 @@ def build_server(
     max_workers: int = 8,
     reload_timeout: float = RELOAD_TIMEOUT,
     bind_wait: float = BIND_WAIT,
+    directory: DirectoryBackend | None = None,
 ) -> tuple[grpc.Server, int]:
     """A grpc.Server (not started yet) listening on ``bind``; returns it and the bound port.
 
     ``bind`` is "HOST:PORT" (port 0 picks a free one) or "unix:/path"; the port is 0 for a
     unix socket. A busy address is retried for ``bind_wait`` seconds: on reload the master
     starts the new control child before the old one has closed its socket. Raises BindError
-    if the address cannot be used.
+    if the address cannot be used. ``directory`` serves the Principals service (None: its
+    calls are UNAVAILABLE, for a control plane run without a configuration).
     """
     deadline = time.monotonic() + bind_wait
     while True:
@@ -135,6 +142,7 @@ def build_server(
         server_pb2_grpc.add_ServerServicer_to_server(
             ServerServicer(run_dir, master_pid, reload_timeout), server
         )
+        principals_pb2_grpc.add_PrincipalsServicer_to_server(PrincipalsServicer(directory), server)
         try:
             port = server.add_insecure_port(bind)
             if port or bind.startswith("unix:"):
