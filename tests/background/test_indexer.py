@@ -48,6 +48,7 @@ def test_server_runs_a_queue_process(tmp_path):
     try:
         srv.wait_for(lambda: any(p["kind"] == "queue" for p in srv.status()["processes"]),
                      "the queue process")
-        assert "queue process running" in srv.logs()
+        # spawned first, then it opens the stores and says so (at nice 10: give it time)
+        srv.wait_for(lambda: "queue process running" in srv.logs(), "the queue process to run")
     finally:
         srv.stop()
