@@ -48,7 +48,7 @@ from typing import Any
 from stalwart_mp.store import blob_settings as _blob_settings  # noqa: F401 - declares fs/s3 keys
 from stalwart_mp.store import settings as _store_settings  # noqa: F401 - declares shared keys
 from stalwart_mp.store.data import AssertionFailed, DataStore, StoreError, WriteBatch
-from stalwart_mp.store.types import STORE_TYPES, serving
+from stalwart_mp.store.types import store_kind
 
 LINK_TAG = 0x20
 PUT_AT_TAG = 0x21
@@ -336,21 +336,7 @@ def open_blob_store(name: str, settings: Mapping[str, Any], data_store: DataStor
     """
     from stalwart_mp.store.registry import open_data_store, parse_store_options
 
-    kind = settings.get("type")
-    if kind is None:
-        raise StoreError(
-            f'store "{name}": "type" is required (one of {", ".join(serving("blob"))})'
-        )
-    if kind not in STORE_TYPES:
-        raise StoreError(
-            f'store "{name}": type = {kind!r}: expected one of '
-            + ", ".join(f'"{t}"' for t in STORE_TYPES)
-        )
-    if "blob" not in STORE_TYPES[kind]:
-        raise StoreError(
-            f'store "{name}": a {kind} store cannot hold blobs; blob stores: '
-            + ", ".join(serving("blob"))
-        )
+    kind = store_kind(name, settings, "blob")
     try:
         if kind == "fs":
             from stalwart_mp.store.backends.fs_blob import FsBlobStore

@@ -266,21 +266,9 @@ def open_fts_store(name: str, settings: Mapping[str, Any]) -> FtsStore:
     """
     from stalwart_mp.store import fts_settings  # noqa: F401 - declares "language"
     from stalwart_mp.store.registry import _network, parse_store_options
-    from stalwart_mp.store.types import STORE_TYPES, serving
+    from stalwart_mp.store.types import store_kind
 
-    kind = settings.get("type")
-    if kind is None:
-        raise StoreError(f'store "{name}": "type" is required (one of {", ".join(STORE_TYPES)})')
-    if kind not in STORE_TYPES:
-        raise StoreError(
-            f'store "{name}": type = {kind!r}: expected one of '
-            + ", ".join(f'"{t}"' for t in STORE_TYPES)
-        )
-    if "fts" not in STORE_TYPES[kind]:
-        raise StoreError(
-            f'store "{name}": a {kind} store cannot hold the full-text index; types that can: '
-            + ", ".join(serving("fts"))
-        )
+    kind = store_kind(name, settings, "fts")
     o = parse_store_options(name, kind, settings)
     language = o["language"]
     try:

@@ -37,7 +37,7 @@ from typing import Any, NewType
 from stalwart_mp.store import lookup_settings  # noqa: F401 - declares url, servers, prefix
 from stalwart_mp.store.data import DataStore, StoreError
 from stalwart_mp.store.registry import open_data_store, parse_store_options
-from stalwart_mp.store.types import STORE_TYPES, serving
+from stalwart_mp.store.types import store_kind
 
 LockToken = NewType("LockToken", bytes)
 
@@ -196,19 +196,7 @@ async def open_lookup_store(
     here so a wrong address is reported at start-up. Call it in the process that uses the
     store (a worker, after fork): drivers are imported here, never in the master.
     """
-    kind = settings.get("type")
-    if kind is None:
-        raise StoreError(f'store "{name}": "type" is required (one of {", ".join(STORE_TYPES)})')
-    if kind not in STORE_TYPES:
-        raise StoreError(
-            f'store "{name}": type = {kind!r}: expected one of '
-            + ", ".join(f'"{t}"' for t in STORE_TYPES)
-        )
-    if "lookup" not in STORE_TYPES[kind]:
-        raise StoreError(
-            f'store "{name}": a {kind} store cannot hold lookup keys; lookup stores: '
-            + ", ".join(serving("lookup"))
-        )
+    kind = store_kind(name, settings, "lookup")
     store: LookupStore
     try:
         if kind == "memory":

@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from stalwart_mp.config.schema import REQUIRED, SCHEMA, Invalid
-from stalwart_mp.store import settings as store_settings
+from stalwart_mp.config.schema import SCHEMA, Invalid
+from stalwart_mp.store import settings as _declares_store_settings  # noqa: F401 - fills SCHEMA
 from stalwart_mp.store.data import DataStore, StoreError
-from stalwart_mp.store.types import DATA_TYPES
+from stalwart_mp.store.types import store_kind
 
 _STANDARD_PORTS = {"postgresql": 5432, "mysql": 3306}
 
@@ -60,21 +60,7 @@ def open_data_store(name: str, settings: Mapping[str, Any]) -> DataStore:
     Call it in the process that will use the store (a worker, after fork). Network stores
     connect here, so a wrong address or password is reported at start-up.
     """
-    kind = settings.get("type", REQUIRED)
-    if kind is REQUIRED:
-        raise StoreError(
-            f'store "{name}": "type" is required (one of {", ".join(store_settings.STORE_TYPES)})'
-        )
-    if kind not in store_settings.STORE_TYPES:
-        raise StoreError(
-            f'store "{name}": type = {kind!r}: expected one of '
-            + ", ".join(f'"{t}"' for t in store_settings.STORE_TYPES)
-        )
-    if kind not in DATA_TYPES:
-        raise StoreError(
-            f'store "{name}": a {kind} store cannot hold data; data stores: '
-            + ", ".join(DATA_TYPES)
-        )
+    kind = store_kind(name, settings, "data")
     o = parse_store_options(name, kind, settings)
     try:
         if kind == "lmdb":

@@ -33,3 +33,22 @@ POOL_TYPES = ("postgresql", "mysql", "redis", "memcached")
 
 def serving(role: str) -> list[str]:
     return [t for t, roles in STORE_TYPES.items() if role in roles]
+
+
+_HOLDS = {"data": "data", "blob": "blobs", "fts": "the full-text index", "lookup": "lookup keys"}
+
+
+def store_kind(name: str, settings, role: str) -> str:
+    """The ``type`` of store ``name``, checked for ``role``; StoreError naming the store."""
+    from stalwart_mp.store.data import StoreError
+
+    kind = settings.get("type")
+    if kind is None:
+        raise StoreError(f'store "{name}": "type" is required (one of {", ".join(serving(role))})')
+    if kind not in STORE_TYPES:
+        raise StoreError(f'store "{name}": type = {kind!r}: expected one of '
+                         + ", ".join(f'"{t}"' for t in STORE_TYPES))
+    if role not in STORE_TYPES[kind]:
+        raise StoreError(f'store "{name}": a {kind} store cannot hold {_HOLDS[role]}; '
+                         f'{role} stores: ' + ", ".join(serving(role)))
+    return kind

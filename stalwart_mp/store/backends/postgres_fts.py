@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 
 from stalwart_mp.store import fts_text
 from stalwart_mp.store.backends.postgres_store import PostgresStore, lock_id
-from stalwart_mp.store.backends.sql_fts_base import SqlFts
+from stalwart_mp.store.backends.sql_fts_base import SqlFts, phrase_hits
 from stalwart_mp.store.fts import (
     FIELDS,
     check_ids,
@@ -93,10 +93,7 @@ class _Matcher:
             "WHERE account_id = %s AND terms @@ %s::tsquery",
             (self._account, tsquery),
         )
-        rows = self._cur.fetchall()
-        if len(tokens) == 1:
-            return {r[0] for r in rows}
-        return {r[0] for r in rows if any(fts_text.has_sequence(t, tokens) for t in r[1:])}
+        return phrase_hits(self._cur.fetchall(), tokens)
 
 
 class PostgresFts(SqlFts):

@@ -26,6 +26,15 @@ from stalwart_mp.store.fts import (
 T = TypeVar("T")
 
 
+def phrase_hits(rows: list, tokens: tuple[str, ...]) -> set[int]:
+    """Document ids of rows ``(document_id, field text...)`` found by the index: every row
+    for one word; for a phrase, the rows where a field holds the words in order (the
+    engines match the words, the adjacency is checked here)."""
+    if len(tokens) == 1:
+        return {r[0] for r in rows}
+    return {r[0] for r in rows if any(fts_text.has_sequence(t, tokens) for t in r[1:])}
+
+
 class SqlFts(FtsStore):
     _SNAPSHOT: ClassVar[str]
     MAX_TABLE: ClassVar[int]  # the table and index names add a suffix to ``table``
