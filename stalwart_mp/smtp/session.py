@@ -337,7 +337,7 @@ class SmtpSession(asyncio.Protocol):
         return reply(250, "2.0.0", f"Message accepted{note}")
 
     async def _enqueue(self, raw: bytes, tx: Transaction) -> int:
-        from stalwart_mp.smtp.queue_store import QueuedMessage, QueuedRecipient, enqueue
+        from stalwart_mp.smtp.queue.store import QueuedMessage, QueuedRecipient, enqueue
 
         services = self.server.services
         blob_id = await services.blobs.put(raw)

@@ -13,7 +13,7 @@ from stalwart_mp.directory.management import DirectoryManager
 from stalwart_mp.mail.commit import GroupCommitter
 from stalwart_mp.mail.records import Role
 from stalwart_mp.mail.store import MailStore
-from stalwart_mp.smtp.queue_store import queued
+from stalwart_mp.smtp.queue.store import queued
 from stalwart_mp.store.blob import open_blob_store
 from stalwart_mp.store.registry import open_data_store
 from tests.harness import Server, base_config, free_port
