@@ -32,7 +32,8 @@ FORBIDDEN = {
 SANS_IO = ["stalwart_mp/smtp/protocol.py", "stalwart_mp/smtp/replies.py",
            "stalwart_mp/smtp/address.py", "stalwart_mp/auth/sasl.py",
            "stalwart_mp/worker/proxy_protocol.py", "stalwart_mp/events/frames.py",
-           *[str(p.relative_to(ROOT)) for p in (PACKAGE / "mail" / "ingest").glob("*.py")]]
+           *[str(p.relative_to(ROOT)) for p in (PACKAGE / "mail" / "ingest").glob("*.py")],
+           *[str(p.relative_to(ROOT)) for p in (PACKAGE / "imap" / "protocol").glob("*.py")]]
 SANS_IO_FORBIDDEN = ["asyncio", "socket", "stalwart_mp.store", "stalwart_mp.directory",
                      "stalwart_mp.worker", "uvloop"]
 # the master process, before fork: no event loop, no DB driver, no gRPC (fork safety)
