@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import secrets
 import socket
@@ -262,17 +263,22 @@ def cmd_init(args) -> int:
 
 def cmd_serve(args) -> int:
     from stalwart_mp import logs
-    from stalwart_mp.config.loader import ConfigInvalid, load_file
+    from stalwart_mp.config.loader import ConfigInvalid
+    from stalwart_mp.config.stored import load_for_start
     from stalwart_mp.master.arbiter import serve
     from stalwart_mp.master.privileges import PrivilegeError
 
     config_path = args.config.resolve()  # before --daemon changes the folder
     try:
-        cfg = load_file(config_path)
+        cfg, stored_problem = load_for_start(config_path)  # the file + the stored settings
     except ConfigInvalid as exc:
         print(exc, file=sys.stderr)
         return 1
     logs.configure_from(cfg)
+    if stored_problem is not None:  # start on the file alone: fix them over the control plane
+        for error in stored_problem.errors:
+            logging.getLogger("stalwart_mp.master").error(
+                "stored settings left out", extra={"fields": {"error": str(error)}})
     if args.daemon:
         _daemonize()
     if args.pidfile:

@@ -17,9 +17,11 @@ import select
 import signal
 import socket
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
+from stalwart_mp.control.config_service import sync_overlay
 from stalwart_mp.control.principals_service import DirectoryBackend
 from stalwart_mp.control.service import BindError, build_server
 from stalwart_mp.control.token import TokenError, ensure_control_token
@@ -35,22 +37,28 @@ class ControlBootError(Exception):
     """The control plane cannot start (bad address, unusable token file)."""
 
 
-def run_control(cfg: Any, run_dir: Path, master_pid: int, bind: str) -> None:
+def run_control(cfg: Any, run_dir: Path, master_pid: int, bind: str,
+                config_path: Path | None = None) -> None:
     """Serve the control plane on ``bind`` until SIGTERM/SIGINT/SIGQUIT or the master dies.
 
     ``cfg`` is the master's Config (None: no stores, the Principals calls are UNAVAILABLE);
     ``run_dir`` holds status.json, control.token and events.sock; ``bind`` is "HOST:PORT" or "unix:/path".
+    ``config_path`` is the master's configuration file (the Config service reads it).
     Raises ControlBootError if it cannot start.
     """
     run_dir = Path(run_dir)
     directory = DirectoryBackend(cfg, run_dir) if cfg is not None else None
     try:
         token = ensure_control_token(run_dir)
-        server, port = build_server(run_dir, master_pid, bind, token, directory=directory)
+        server, port = build_server(run_dir, master_pid, bind, token, directory=directory,
+                                    config_path=config_path)
     except (TokenError, BindError) as exc:
         raise ControlBootError(str(exc)) from None
     if directory is not None:
-        directory.start()  # its loop thread: opens the stores at the first Principals call
+        directory.start()  # its loop thread: opens the stores at the first call
+        # the master's mirror of the stored settings, from the data store (reload if stale)
+        threading.Thread(target=sync_overlay, args=(directory, run_dir, master_pid),
+                         name="control-sync", daemon=True).start()
     wake_r, wake_w = socket.socketpair()
     received: list[int] = []
     previous = _install_signals(received, wake_w)
@@ -103,7 +111,8 @@ def run_control_child(ctx: Any) -> int:
     Returns the exit code: 0 after a normal stop, BOOT_ERROR if the control plane cannot start.
     """
     try:
-        run_control(ctx.config, ctx.run_dir, ctx.master_pid, ctx.config.get("control.bind"))
+        run_control(ctx.config, ctx.run_dir, ctx.master_pid, ctx.config.get("control.bind"),
+                    ctx.config_path)
     except ControlBootError as exc:
         log.error("control plane cannot start", extra={"fields": {"error": str(exc)}})
         return BOOT_ERROR

@@ -15,7 +15,9 @@ from pathlib import Path
 import grpc
 
 from stalwart_mp.control.auth import BearerTokenInterceptor
+from stalwart_mp.control.config_service import ConfigServicer
 from stalwart_mp.control.gen.stalwart_mp.v1 import (
+    config_pb2_grpc,
     principals_pb2_grpc,
     server_pb2,
     server_pb2_grpc,
@@ -117,6 +119,7 @@ def build_server(
     reload_timeout: float = RELOAD_TIMEOUT,
     bind_wait: float = BIND_WAIT,
     directory: DirectoryBackend | None = None,
+    config_path: Path | None = None,
 ) -> tuple[grpc.Server, int]:
     """A grpc.Server (not started yet) listening on ``bind``; returns it and the bound port.
 
@@ -124,7 +127,8 @@ def build_server(
     unix socket. A busy address is retried for ``bind_wait`` seconds: on reload the master
     starts the new control child before the old one has closed its socket. Raises BindError
     if the address cannot be used. ``directory`` serves the Principals service (None: its
-    calls are UNAVAILABLE, for a control plane run without a configuration).
+    calls are UNAVAILABLE, for a control plane run without a configuration) and checks
+    admins' Basic credentials; ``config_path`` is the file the Config service reads.
     """
     deadline = time.monotonic() + bind_wait
     while True:
@@ -136,12 +140,14 @@ def build_server(
             continue
         server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="control"),
-            interceptors=[BearerTokenInterceptor(token)],
+            interceptors=[BearerTokenInterceptor(
+                token, directory.check_admin if directory is not None else None)],
             options=[("grpc.so_reuseport", 0)],  # a second control plane must fail, not share
         )
-        server_pb2_grpc.add_ServerServicer_to_server(
-            ServerServicer(run_dir, master_pid, reload_timeout), server
-        )
+        server_servicer = ServerServicer(run_dir, master_pid, reload_timeout)
+        server_pb2_grpc.add_ServerServicer_to_server(server_servicer, server)
+        config_pb2_grpc.add_ConfigServicer_to_server(
+            ConfigServicer(directory, config_path, run_dir, server_servicer), server)
         principals_pb2_grpc.add_PrincipalsServicer_to_server(PrincipalsServicer(directory), server)
         try:
             port = server.add_insecure_port(bind)

@@ -27,6 +27,7 @@ from stalwart_mp.store.data import AssertionFailed, WriteBatch
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,254}")
 _DOMAIN = re.compile(r"(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}")
 _LOCAL = re.compile(r"[a-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64}")
+_ROLE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _RETRIES = 20
 _UPDATABLE = {"description", "quota_bytes", "quota_messages", "roles", "disabled", "members",
               "member_of", "emails"}
@@ -128,6 +129,68 @@ class DirectoryManager:
             changes["members"] = await self._checked_members(current, list(changes["members"]))
         return await self._modify(name, lambda p: _apply(p, changes))
 
+    async def update(
+        self, name: str, *, description: str | None = None, add_emails: list[str] = (),
+        remove_emails: list[str] = (), quota_bytes: int | None = None,
+        quota_messages: int | None = None, roles: list[str] | None = None,
+        disabled: bool | None = None, add_members: list[str] = (),
+        remove_members: list[str] = (),
+    ) -> Principal:
+        """Several changes checked together first (addresses, members, roles), then written:
+        the principal's record and its address index in one batch, then the ``member_of``
+        of the group members added or removed."""
+        p = await self._get(name)
+        added = [await self._checked_address(a) for a in add_emails]
+        removed = [a.strip().lower() for a in remove_emails]
+        for address in removed:
+            if address not in p.emails:
+                raise DirectoryError(f'"{p.name}" has no address {address}')
+        if roles is not None:
+            bad = [r for r in roles if not _ROLE.fullmatch(r)]
+            if bad:
+                raise DirectoryError(f'role "{bad[0]}" is not a role name (letters, digits, '
+                                     "_ and -)")
+        if (add_members or remove_members) and p.type not in (PrincipalType.GROUP,
+                                                              PrincipalType.LIST):
+            raise DirectoryError(f'"{p.name}" is not a group or a list: it has no members')
+        if p.type == PrincipalType.LIST:
+            new_members = [normalize_address(m) for m in add_members]
+            gone = [m.strip().lower() for m in remove_members]
+        else:
+            new_members, gone = list(add_members), list(remove_members)
+            for m in new_members:
+                if m == p.name or await self.directory.principal(m) is None:
+                    raise DirectoryError(f'member "{m}" is not a principal (or is the group)')
+        for m in gone:
+            if m not in p.members:
+                raise DirectoryError(f'member "{m}" is not a member of "{p.name}"')
+
+        def change(q: Principal) -> None:
+            if description is not None:
+                q.description = description
+            if quota_bytes is not None:
+                q.quota_bytes = quota_bytes
+            if quota_messages is not None:
+                q.quota_messages = quota_messages
+            if roles is not None:
+                q.roles = list(dict.fromkeys(roles))
+            if disabled is not None:
+                q.disabled = disabled
+            q.emails = [a for a in q.emails if a not in removed]
+            q.emails += [a for a in dict.fromkeys(added) if a not in q.emails]
+            q.members = [m for m in q.members if m not in gone]
+            q.members += [m for m in dict.fromkeys(new_members) if m not in q.members]
+
+        await self._modify(name, change)
+        if p.type == PrincipalType.GROUP:
+            for m in new_members:
+                await self._modify(m, lambda q: q.member_of.append(p.name)
+                                   if p.name not in q.member_of else None)
+            for m in gone:
+                if await self.directory.principal(m) is not None:
+                    await self._modify(m, lambda q: _drop(q.member_of, p.name))
+        return await self._get(name)
+
     async def set_password(self, name: str, password: str) -> None:
         if not password:
             raise DirectoryError("the password must not be empty")
@@ -226,6 +289,10 @@ class DirectoryManager:
                 continue
             for group in p.member_of:
                 await self._modify(group, lambda g: _replace(g.members, old, new))
+            if p.type == PrincipalType.GROUP:  # its members name it in their member_of
+                for member in p.members:
+                    if await self.directory.principal(member) is not None:
+                        await self._modify(member, lambda m: _replace(m.member_of, old, new))
             await self._changed("renamed", old)
             return p
         raise DirectoryError(f'"{old}" kept changing; try again')

@@ -20,7 +20,8 @@ import time
 from pathlib import Path
 
 from stalwart_mp import logs
-from stalwart_mp.config.loader import Config, ConfigInvalid, load_file
+from stalwart_mp.config.loader import Config, ConfigInvalid
+from stalwart_mp.config.stored import load_with_stored
 from stalwart_mp.master import status, systemd
 from stalwart_mp.master.children import (
     BOOT_ERROR,
@@ -347,7 +348,7 @@ class Master:
     def reload(self) -> None:
         systemd.notify_reloading()
         try:
-            cfg = load_file(self.config_path)
+            cfg = load_with_stored(self.config_path)  # the file + the stored settings
             new_listeners = listeners_from(cfg)
             assert self.sockets is not None
             self.sockets.assign(new_listeners)
