@@ -1,7 +1,7 @@
 """The queue child: one process per server for background mail work.
 
-Today: full-text indexing and housekeeping. The SMTP outbound issue adds the delivery
-queue here (retries, DSNs, reports), as ARCHITECTURE.md places it.
+Full-text indexing, housekeeping and outbound delivery (smtp/outbound/runner.py: the
+queue's retries and DSNs), as ARCHITECTURE.md places it.
 """
 from __future__ import annotations
 
@@ -62,6 +62,7 @@ async def _main(ctx: ChildContext) -> int:
         asyncio.create_task(run_housekeeping(services, cfg.get("housekeeping.blob-grace"),
                                              cfg.get("housekeeping.interval"))),
         asyncio.create_task(_watch_master(ctx, stop)),
+        asyncio.create_task(_outbound(services, cfg, events)),
     ]
     log.info("queue process running")
     await stop.wait()
@@ -72,6 +73,17 @@ async def _main(ctx: ChildContext) -> int:
     await services.close()
     await events.close()
     return 0
+
+
+async def _outbound(services, cfg, events) -> None:
+    """The outbound delivery runner (smtp/outbound/runner.py); sessions wake it through
+    the event bus when they queue a message."""
+    from stalwart_mp.dns.resolver import Resolver
+    from stalwart_mp.smtp.outbound.runner import WAKE_TOPIC, Runner
+
+    runner = Runner.from_config(services, cfg, Resolver.from_config(cfg))
+    events.subscribe(WAKE_TOPIC, lambda _topic, _data: runner.wake.set())
+    await runner.run()
 
 
 async def _watch_master(ctx: ChildContext, stop: asyncio.Event) -> None:

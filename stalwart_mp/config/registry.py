@@ -18,6 +18,8 @@ SETTINGS_MODULES = (
     "stalwart_mp.mail.settings",
     "stalwart_mp.dns.settings",
     "stalwart_mp.smtp.settings",
+    "stalwart_mp.smtp.outbound.settings",
+    "stalwart_mp.imap.settings",
 )
 
 _loaded = False

@@ -347,7 +347,14 @@ class SmtpSession(asyncio.Protocol):
                                     for a, rp in tx.remote],
             blob_id, len(raw), time.time(), 0.0, params.ret, params.envid,
             bool(params.requiretls), self.principal.name if self.principal else None)
-        return await enqueue(services.data, services.blobs, message)
+        queue_id = await enqueue(services.data, services.blobs, message)
+        events = getattr(self.server.worker, "events", None)
+        if events is not None:  # wake the queue process's runner (best effort: it also polls)
+            try:
+                await events.publish("queue.due", {"id": queue_id})
+            except Exception:
+                log.warning("could not wake the queue runner", exc_info=True)
+        return queue_id
 
     async def _authenticate_message(self, content: bytes, tx: Transaction
                                     ) -> tuple[bytes, str | None]:

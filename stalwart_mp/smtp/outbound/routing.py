@@ -1,0 +1,116 @@
+"""Where mail for a recipient domain goes: a configured route, a smarthost, or the MX hosts.
+
+RFC 5321 §5.1: the MX records in preference order (equal preferences shuffled); no MX
+records → the domain's own A/AAAA ("implicit MX"). RFC 7505: a single MX of "." (null MX)
+means the domain accepts no mail — a permanent failure at once (556 5.1.10), no retries.
+"""
+from __future__ import annotations
+
+import ipaddress
+import random
+from dataclasses import dataclass
+
+from stalwart_mp.dns.resolver import DnsTempError
+
+
+@dataclass(frozen=True, slots=True)
+class Hop:
+    """One host to try, with its addresses."""
+
+    host: str
+    ips: list[str]
+    port: int
+    tls: str                   # "opportunistic" | "starttls" | "implicit" | "none"
+    username: str = ""
+    password: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """A fixed next hop (smarthost or per-domain route) by name."""
+
+    host: str
+    port: int
+    tls: str
+    username: str = ""
+    password: str = ""
+
+
+class NoRoute(Exception):
+    """No host can take mail for the domain. ``permanent``: do not retry."""
+
+    def __init__(self, code: int, text: str, permanent: bool):
+        super().__init__(f"{code} {text}")
+        self.code = code
+        self.text = text
+        self.permanent = permanent
+
+
+@dataclass(slots=True)
+class Router:
+    resolver: object            # stalwart_mp.dns.resolver.Resolver
+    port: int = 25
+    tls: str = "opportunistic"
+    relay: Route | None = None
+    routes: dict[str, Route] | None = None
+
+    @classmethod
+    def from_config(cls, cfg, resolver) -> Router:
+        relay = None
+        if cfg.get("outbound.relay.host"):
+            relay = Route(cfg.get("outbound.relay.host"), cfg.get("outbound.relay.port"),
+                          cfg.get("outbound.relay.tls"), cfg.get("outbound.relay.username"),
+                          cfg.get("outbound.relay.password"))
+        routes = {}
+        for domain in cfg.names("outbound.route"):
+            base = f"outbound.route.{domain}"
+            routes[domain.lower().rstrip(".")] = Route(
+                cfg.get(f"{base}.host"), cfg.get(f"{base}.port", 25),
+                cfg.get(f"{base}.tls", "opportunistic"), cfg.get(f"{base}.username", ""),
+                cfg.get(f"{base}.password", ""))
+        return cls(resolver, cfg.get("outbound.port"), cfg.get("outbound.tls"), relay, routes)
+
+    async def hops(self, domain: str) -> list[Hop]:
+        """The hosts to try in order; NoRoute when there are none."""
+        domain = domain.lower().rstrip(".")
+        route = (self.routes or {}).get(domain) or self.relay
+        if route is not None:
+            ips = await self._addresses(route.host)
+            if not ips:
+                raise NoRoute(451, f"4.4.4 route host {route.host} has no address", False)
+            return [Hop(route.host, ips, route.port, route.tls, route.username,
+                        route.password)]
+        try:
+            mx = await self.resolver.mx(domain)
+        except DnsTempError as exc:
+            raise NoRoute(451, f"4.4.3 {exc}", False) from None
+        if any(host == "." for _, host in mx):
+            if len(mx) == 1:  # RFC 7505 §3: the only record; §4.2: 556 5.1.10
+                raise NoRoute(556, f"5.1.10 {domain} does not accept mail (null MX)", True)
+            mx = [(p, h) for p, h in mx if h != "."]
+        hosts = _ordered(mx) if mx else [domain]  # RFC 5321 §5.1 implicit MX
+        hops = []
+        for host in hosts:
+            ips = await self._addresses(host)
+            if ips:
+                hops.append(Hop(host, ips, self.port, self.tls))
+        if not hops:
+            if not mx:
+                raise NoRoute(550, f"5.1.2 {domain} has no MX and no address", True)
+            raise NoRoute(451, f"4.4.4 no MX host of {domain} has an address", False)
+        return hops
+
+    async def _addresses(self, host: str) -> list[str]:
+        try:
+            return [str(ipaddress.ip_address(host.strip("[]")))]  # an address literal
+        except ValueError:
+            pass
+        try:
+            return [*await self.resolver.a(host), *await self.resolver.aaaa(host)]
+        except DnsTempError:
+            return []
+
+
+def _ordered(mx: list[tuple[int, str]]) -> list[str]:
+    """Hosts by preference, equal preferences in random order (RFC 5321 §5.1)."""
+    return [h for _, _, h in sorted((p, random.random(), h) for p, h in mx)]
