@@ -1,10 +1,12 @@
 """Client side of the control plane: an authenticated Server stub (admin CLI, admin web, tests).
 
-The token travels as ``authorization: Bearer <token>`` metadata on every call. The channel
-is plain-text: keep the control plane on loopback or a unix socket (the default).
+The token travels as ``authorization: Bearer <token>`` metadata on every call, or an
+administrator's credentials as ``authorization: Basic base64(user:password)`` (RFC 7617).
+The channel is plain-text: keep the control plane on loopback or a unix socket (the default).
 """
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable
 from typing import Any, Self
 
@@ -18,8 +20,8 @@ class _BearerToken(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInter
                    grpc.StreamUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
     """Adds the authorization metadata to every call of the channel."""
 
-    def __init__(self, token: str):
-        self._entry = (AUTH_METADATA, f"Bearer {token}")
+    def __init__(self, token: str, scheme: str = "Bearer"):
+        self._entry = (AUTH_METADATA, f"{scheme} {token}")
 
     def _details(self, details: grpc.ClientCallDetails) -> grpc.ClientCallDetails:
         metadata = [m for m in (details.metadata or ()) if m[0] != AUTH_METADATA]
@@ -51,12 +53,25 @@ class ControlStub(server_pb2_grpc.ServerStub):
         self.close()
 
 
-def connect(bind: str, token: str) -> ControlStub:
-    """An authenticated Server stub for the control plane at ``bind``.
+def basic_credentials(user: str, password: str) -> str:
+    """The Basic credentials of RFC 7617 §2 (UTF-8, §2.1)."""
+    return base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+
+
+def connect(bind: str, token: str | None = None, *, user: str | None = None,
+            password: str | None = None) -> ControlStub:
+    """An authenticated Server stub for the control plane at ``bind``, with the control
+    ``token`` or an administrator's ``user`` and ``password``.
 
     ``bind`` is the control.bind value: "HOST:PORT" or "unix:/path" (both are gRPC targets).
     The connection is made lazily on the first call; an unreachable server shows up as
     grpc.StatusCode.UNAVAILABLE on that call.
     """
-    channel = grpc.intercept_channel(grpc.insecure_channel(bind), _BearerToken(token))
+    if user is not None:
+        auth = _BearerToken(basic_credentials(user, password or ""), scheme="Basic")
+    elif token is not None:
+        auth = _BearerToken(token)
+    else:
+        raise ValueError("connect() needs a token or a user and password")
+    channel = grpc.intercept_channel(grpc.insecure_channel(bind), auth)
     return ControlStub(channel)
