@@ -47,7 +47,8 @@ examples:
   export {ENV_TOKEN_FILE}=/var/lib/stalwart-mp/run/control.token
   stalwart-mp-admin status --json | jq .processes
   stalwart-mp-admin --control unix:/run/stalwart-mp/control.sock reload
-  stalwart-mp-admin domain add example.org
+  stalwart-mp-admin domain create example.org
+  stalwart-mp-admin dns records example.org --zone
   stalwart-mp-admin account add alice --email alice@example.org --password-stdin
   stalwart-mp-admin account list --search example.org
 
@@ -107,23 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     reload.add_argument("--json", action="store_true", help="print the result as JSON")
     reload.set_defaults(run=cmd_reload)
-    _add_domain_commands(commands)
+    from stalwart_mp.admin_cli_domains import add_dns_commands, add_domain_commands
+
+    add_domain_commands(commands)
+    add_dns_commands(commands)
     _add_account_commands(commands)
     return parser
-
-
-def _add_domain_commands(commands: Any) -> None:
-    domain = commands.add_parser(
-        "domain", help="manage the local domains of the internal directory",
-        description="Manage local domains. An address can only be given to an account once "
-        "its domain exists.",
-    )
-    actions = domain.add_subparsers(dest="action", metavar="ACTION", required=True)
-    add = actions.add_parser("add", help="create a local domain",
-                             description="Create a local domain, e.g. example.org.")
-    add.add_argument("name", help="domain name, e.g. example.org")
-    add.add_argument("--description", default="", help="free text for administrators")
-    add.set_defaults(run=cmd_domain_add)
 
 
 def _add_account_commands(commands: Any) -> None:
@@ -244,15 +234,6 @@ def cmd_reload(stub: ControlStub, args: argparse.Namespace) -> int:
 
 def _principals(stub: ControlStub) -> principals_pb2_grpc.PrincipalsStub:
     return principals_pb2_grpc.PrincipalsStub(stub.channel)
-
-
-def cmd_domain_add(stub: ControlStub, args: argparse.Namespace) -> int:
-    domain = _call(_principals(stub).CreateDomain,
-                   principals_pb2.CreateDomainRequest(name=args.name,
-                                                      description=args.description),
-                   args.control, args.timeout)
-    print(f"domain {domain.name} created")
-    return EXIT_OK
 
 
 def cmd_account_add(stub: ControlStub, args: argparse.Namespace) -> int:

@@ -16,8 +16,11 @@ import grpc
 
 from stalwart_mp.control.auth import BearerTokenInterceptor
 from stalwart_mp.control.config_service import ConfigServicer
+from stalwart_mp.control.domains_service import DnsServicer, DomainsServicer
 from stalwart_mp.control.gen.stalwart_mp.v1 import (
     config_pb2_grpc,
+    dns_pb2_grpc,
+    domains_pb2_grpc,
     principals_pb2_grpc,
     server_pb2,
     server_pb2_grpc,
@@ -149,6 +152,8 @@ def build_server(
         config_pb2_grpc.add_ConfigServicer_to_server(
             ConfigServicer(directory, config_path, run_dir, server_servicer), server)
         principals_pb2_grpc.add_PrincipalsServicer_to_server(PrincipalsServicer(directory), server)
+        domains_pb2_grpc.add_DomainsServicer_to_server(DomainsServicer(directory), server)
+        dns_pb2_grpc.add_DnsServicer_to_server(DnsServicer(directory), server)
         try:
             port = server.add_insecure_port(bind)
             if port or bind.startswith("unix:"):
