@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import multiprocessing
 import os
 import shutil
 import tempfile
@@ -30,7 +31,7 @@ from stalwart_mp.store.registry import open_data_store
 
 
 def message(size: int, n: int) -> bytes:
-    head = (f"From: Bench <bench@remote.test>\r\nTo: user@bench.test\r\n"
+    head = (f"From: Bench <bench@remote.test>\r\nTo: user0@bench.test\r\n"
             f"Subject: Benchmark message {n}\r\nMessage-ID: <{n}.{os.getpid()}@remote.test>\r\n"
             f"Content-Type: text/plain; charset=utf-8\r\n\r\n").encode()
     line = b"The quick brown fox jumps over the lazy dog, again and again. 0123456789\r\n"
@@ -38,46 +39,91 @@ def message(size: int, n: int) -> bytes:
     return head + body
 
 
-async def run_case(folder: Path, size: int, concurrency: int, seconds: float) -> dict:
-    # as the server opens it (stalwart_mp/services.py): writes coalesced into group commits
+def recipient(n: int, accounts: int) -> str:
+    return f"user{n % accounts}@bench.test"
+
+
+async def setup_accounts(folder: Path, accounts: int) -> None:
+    data = open_data_store("data", {"type": "lmdb", "path": str(folder / "lmdb")})
+    manager = DirectoryManager(InternalDirectory(data))
+    await manager.create_domain("bench.test")
+    for n in range(accounts):
+        await manager.create_principal(f"user{n}", emails=[recipient(n, accounts)])
+    await data.close()
+
+
+async def deliver_for(folder: Path, size: int, concurrency: int, start_at: float,
+                      seconds: float, first: int, accounts: int) -> tuple[int, int]:
+    """One process's share: ``concurrency`` deliveries at a time from ``start_at`` for
+    ``seconds``; returns (deliveries, commits). Stores opened as stalwart_mp/services.py
+    opens them in a worker: writes coalesced into group commits, directory cached."""
     data = CoalescingDataStore(open_data_store("data", {"type": "lmdb",
                                                         "path": str(folder / "lmdb")}))
     blobs = open_blob_store("blobs", {"type": "fs", "path": str(folder / "blobs")}, data)
     directory = InternalDirectory(data)
-    manager = DirectoryManager(directory)
-    await manager.create_domain("bench.test")
-    await manager.create_principal("user", emails=["user@bench.test"])
     committer = GroupCommitter(data, blobs)
-    # the per-worker directory cache, as stalwart_mp/services.py sets it up
     delivery = Delivery(MailStore(data, committer), blobs, CachedDirectory(directory))
-    counter = 0
-    done = 0
+    # warm up outside the measurement (folders, directory cache), as a running worker is
+    for n in range(accounts):
+        (r,) = await delivery.deliver(message(size, first), "bench@remote.test",
+                                      [recipient(n, accounts)])
+        assert r.status == Status.DELIVERED, r
+    counter, done = first + 1, 0
+    await asyncio.sleep(max(0.0, start_at - time.time()))
     deadline = time.perf_counter() + seconds
+    commits_before = data.commits
 
     async def client() -> None:
         nonlocal counter, done
         while time.perf_counter() < deadline:
             counter += 1
             (result,) = await delivery.deliver(message(size, counter), "bench@remote.test",
-                                               ["user@bench.test"])
+                                               [recipient(counter, accounts)])
             assert result.status == Status.DELIVERED, result
             done += 1
 
-    started = time.perf_counter()
     await asyncio.gather(*(client() for _ in range(concurrency)))
-    elapsed = time.perf_counter() - started
+    commits = data.commits - commits_before
     await blobs.close()
     await data.close()
+    return done, commits
+
+
+def _process_main(args: tuple) -> tuple[int, int]:
+    return asyncio.run(deliver_for(*args))
+
+
+def run_case(folder: Path, size: int, concurrency: int, seconds: float, workers: int,
+             accounts: int) -> dict:
+    """``concurrency`` deliveries at a time spread over ``workers`` processes, as the
+    server's workers share the connections (each process group-commits its own)."""
+    asyncio.run(setup_accounts(folder, accounts))
+    procs = max(1, min(workers, concurrency))
+    shares = [concurrency // procs + (1 if i < concurrency % procs else 0) for i in range(procs)]
+    start_at = time.time() + 1.0 + 0.2 * procs   # every process opened and warmed up first
+    jobs = [(folder, size, share, start_at, seconds, i * 10_000_000, accounts)
+            for i, share in enumerate(shares)]
+    with multiprocessing.get_context("fork").Pool(procs) as pool:
+        results = pool.map(_process_main, jobs)
+    done = sum(r[0] for r in results)
     return {"size": size, "concurrency": concurrency, "deliveries": done,
-            "per_second": done / elapsed, "commits": data.commits}
+            "per_second": done / seconds, "commits": sum(r[1] for r in results),
+            "processes": procs}
 
 
-async def main() -> None:
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--sizes", default="4096,102400")
     parser.add_argument("--concurrency", default="1,10,50")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                        help="processes sharing the deliveries, as the server's workers "
+                        "(server.workers defaults to the number of CPUs; default: %(default)s); "
+                        "1 shows one process's group commit alone")
+    parser.add_argument("--accounts", type=int, default=1,
+                        help="recipient accounts, delivered to in turn (default: 1, the "
+                        "hardest case: every delivery contends for one account's state)")
     parser.add_argument("--dir", type=Path, default=None,
                         help="where to create the stores (default: a temporary folder; use a "
                         "folder on the disk you will run on: fsync speed is the point)")
@@ -85,17 +131,18 @@ async def main() -> None:
     sizes = [int(s) for s in args.sizes.split(",")]
     levels = [int(c) for c in args.concurrency.split(",")]
     root = Path(tempfile.mkdtemp(prefix="bench-delivery-", dir=args.dir))
-    print(f"{'size':>8} {'concurrent':>10} {'deliveries/s':>13} {'commits':>8} "
-          f"{'per commit':>10} {'speed-up':>9}")
+    print(f"{'size':>8} {'concurrent':>10} {'processes':>9} {'deliveries/s':>13} "
+          f"{'commits':>8} {'per commit':>10} {'speed-up':>9}")
     try:
         for size in sizes:
             base = None
             for level in levels:
                 folder = root / f"{size}-{level}"
                 folder.mkdir()
-                r = await run_case(folder, size, level, args.seconds)
+                r = run_case(folder, size, level, args.seconds, args.workers, args.accounts)
                 base = base or r["per_second"]
-                print(f"{size:>8} {level:>10} {r['per_second']:>13.1f} {r['commits']:>8} "
+                print(f"{size:>8} {level:>10} {r['processes']:>9} {r['per_second']:>13.1f} "
+                      f"{r['commits']:>8} "
                       f"{r['deliveries'] / max(1, r['commits']):>10.1f} "
                       f"{r['per_second'] / base:>8.1f}x", flush=True)
                 shutil.rmtree(folder)
@@ -104,4 +151,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import Enum
@@ -18,10 +19,17 @@ from enum import Enum
 from stalwart_mp.directory.base import Directory, DirectoryUnavailable
 from stalwart_mp.directory.ids import account_id
 from stalwart_mp.directory.recipients import Outcome, resolve
-from stalwart_mp.mail.records import Role
+from stalwart_mp.mail.commit import AccountMissing
+from stalwart_mp.mail.records import Mailbox, Role
 from stalwart_mp.mail.store import MailStore, NoSuchMailbox, Quota, QuotaExceeded
 
 log = logging.getLogger("stalwart_mp.delivery")
+
+# How long a process trusts its memory of an account's folders before reading them again.
+# A cached choice is re-checked inside the append transaction (``expect``), so a renamed or
+# deleted folder is never delivered into; the age only bounds how long a NEW better match
+# (e.g. a Junk folder created later) goes unnoticed.
+TARGET_CACHE_SECONDS = 30.0
 
 
 class Status(str, Enum):
@@ -84,6 +92,9 @@ class Delivery:
         self.directory = directory
         self.settings = settings or DeliverySettings()
         self.hooks = hooks if hooks is not None else []
+        # account id -> (read at, its folders): the accounts known to have mail state, and
+        # the folders delivery chooses from, without a store scan per delivery
+        self._folders: dict[int, tuple[float, list[Mailbox]]] = {}
 
     async def deliver(self, raw: bytes, mail_from: str, recipients: list[str],
                       received_at: float | None = None, junk: bool = False
@@ -144,7 +155,6 @@ class Delivery:
         if principal is None:
             raise DirectoryUnavailable(f"{name} vanished during delivery")
         acct = await account_id(self.mail.data, principal)
-        await self.mail.ensure_account(acct)
         target = Target(name, acct, mailbox_role=Role.JUNK if junk else Role.INBOX)
         if self.settings.plus_folder and result.message:
             target.mailbox_name = result.message
@@ -152,27 +162,46 @@ class Delivery:
             await hook(parsed, target)
         if target.discard:
             return
-        mailbox = await self._mailbox_for(target)
-        await self.mail.append(
-            acct, [mailbox], blob_id=blob_id, size=size, metadata=metadata,
-            keywords=target.keywords, received_at=received_at,
-            quota=Quota(principal.quota_bytes, principal.quota_messages),
-            message_id=parsed.message_id, references=[*parsed.references,
-                                                      *parsed.in_reply_to])
+        for attempt in range(3):
+            mailbox, expect = self._mailbox_for(target, await self._account_folders(acct))
+            try:
+                await self.mail.append(
+                    acct, [mailbox], blob_id=blob_id, size=size, metadata=metadata,
+                    keywords=target.keywords, received_at=received_at,
+                    quota=Quota(principal.quota_bytes, principal.quota_messages),
+                    message_id=parsed.message_id, references=[*parsed.references,
+                                                              *parsed.in_reply_to],
+                    expect=expect)
+                return
+            except (NoSuchMailbox, AccountMissing):
+                # the cached folders were stale (renamed, deleted, account removed): read again
+                self._folders.pop(acct, None)
+                if attempt == 2:
+                    raise
 
-    async def _mailbox_for(self, target: Target) -> int:
-        boxes = await self.mail.mailboxes(target.account_id)
+    async def _account_folders(self, acct: int) -> list[Mailbox]:
+        cached = self._folders.get(acct)
+        now = time.monotonic()
+        if cached is not None and now - cached[0] < TARGET_CACHE_SECONDS:
+            return cached[1]
+        await self.mail.ensure_account(acct)
+        boxes = await self.mail.mailboxes(acct)
+        self._folders[acct] = (now, boxes)
+        return boxes
+
+    @staticmethod
+    def _mailbox_for(target: Target, boxes: list[Mailbox]
+                     ) -> tuple[int, Callable[[Mailbox], bool]]:
+        """The folder for ``target``, and the check that it is still that folder."""
         if target.mailbox_name:
             wanted = target.mailbox_name.lower()
             for m in boxes:
                 if m.name.lower() == wanted:
-                    return m.id
-        for m in boxes:
-            if m.role == target.mailbox_role:
-                return m.id
-        for m in boxes:
-            if m.role == Role.INBOX:
-                return m.id
+                    return m.id, lambda box: box.name.lower() == wanted
+        for role in (target.mailbox_role, Role.INBOX):
+            for m in boxes:
+                if m.role == role:
+                    return m.id, lambda box, role=role: box.role == role
         raise NoSuchMailbox(f"account {target.account} has no inbox")
 
 

@@ -7,7 +7,7 @@ external directories to ids).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import msgpack
@@ -153,9 +153,13 @@ class MailStore:
     async def append(self, acct: int, mailbox_ids: list[int], *, blob_id: str, size: int,
                      metadata: dict, keywords: Iterable[str] = (),
                      received_at: float | None = None, quota: Quota | None = None,
-                     message_id: str | None = None, references: list[str] = ()
-                     ) -> AppendResult:
-        """Store a message (its blob already put) in the given mailboxes."""
+                     message_id: str | None = None, references: list[str] = (),
+                     expect: Callable[[Mailbox], bool] | None = None) -> AppendResult:
+        """Store a message (its blob already put) in the given mailboxes.
+
+        ``expect``: checked against each mailbox inside the transaction; NoSuchMailbox if it
+        says no (delivery chose the mailbox from a cache and must choose again).
+        """
         received_at = received_at if received_at is not None else time.time()
         keywords = sorted({k.lower() for k in keywords})
         meta_raw = msgpack.packb(metadata)
@@ -175,7 +179,7 @@ class MailStore:
             now = time.time()
             for mid in dict.fromkeys(mailbox_ids):
                 m = await tx.mailbox(mid)
-                if m is None:
+                if m is None or (expect is not None and not expect(m)):
                     raise NoSuchMailbox(f"no mailbox {mid}")
                 email.mailboxes[mid] = m.uidnext
                 email.saved_at[mid] = now

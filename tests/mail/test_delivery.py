@@ -112,3 +112,25 @@ async def test_malformed_message_is_stored_byte_exact(env):
     assert result.status == Status.DELIVERED
     acct, ids = await _inbox_messages(mail, directory, "alice")
     assert await delivery.blobs.get((await mail.email(acct, ids[0])).blob_id) == raw
+
+
+async def test_folder_choices_cached_per_process_are_rechecked(env):
+    """Delivery remembers an account's folders, but a renamed or deleted folder is never
+    delivered into: the choice is checked again inside the append transaction."""
+    delivery, mail, directory = env
+    acct = await account_id(mail.data, await directory.principal("alice"))
+    await mail.ensure_account(acct)
+    folder = await mail.create_mailbox(acct, "Receipts")
+    await delivery.deliver(MESSAGE, "s@remote.test", ["alice+receipts@example.com"])
+    assert len(await mail.uid_index(acct, folder.id)) == 1
+    await mail.update_mailbox(acct, folder.id, name="Old receipts")   # cache now stale
+    await delivery.deliver(MESSAGE, "s@remote.test", ["alice+receipts@example.com"])
+    assert len(await mail.uid_index(acct, folder.id)) == 1, "not into the renamed folder"
+    _, inbox = await _inbox_messages(mail, directory, "alice")
+    assert len(inbox) == 1, "no folder of that name any more: the inbox"
+    inbox_box = await mail.mailbox_by_role(acct, Role.INBOX)
+    await mail.update_mailbox(acct, inbox_box.id, role="")            # no inbox role
+    await mail.update_mailbox(acct, folder.id, role=Role.INBOX)       # the other one is now
+    (r,) = await delivery.deliver(MESSAGE, "s@remote.test", ["alice@example.com"])
+    assert r.status == Status.DELIVERED
+    assert len(await mail.uid_index(acct, folder.id)) == 2, "follows the role, not the id"

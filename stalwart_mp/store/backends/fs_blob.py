@@ -14,7 +14,7 @@ writes nothing. It still fsyncs the folder, because the writer that renamed the 
 not have done so yet (it may have been killed just after the rename). Concurrent writers of
 the same content (any processes) each rename an identical complete file, so whichever
 rename lands last, the name always points at the whole blob. Shard folders are created on
-first use and their parents fsync'ed once per process.
+first use and their entries (in their parents) fsync'ed once per process.
 
 Threads: file I/O and fsync run on a small per-store thread pool so the event loop never
 waits on the disk. Open the store in the process using it (after fork).
@@ -57,7 +57,7 @@ class FsBlobStore(BlobStore):
         *,
         links: DataStore,
         depth: int = 2,
-        threads: int = 4,
+        threads: int = 16,
     ) -> None:
         super().__init__(name, links)
         self.root = Path(path).absolute()
@@ -93,20 +93,23 @@ class FsBlobStore(BlobStore):
     # --- folders --------------------------------------------------------------------------
 
     def _make_dirs(self, folder: Path) -> None:
-        """Create ``folder`` and its parents; on first use in this process, fsync the chain.
+        """Create ``folder`` and its parents, and make every entry on the path durable.
 
-        Every folder from ``folder`` up to the root (and the root's parent) is fsync'ed,
-        whoever created it: another process may have made it and been killed before
-        syncing its entry, and a blob is only durable if every entry on its path is.
+        The first time this process uses a folder, its PARENT is fsync'ed (that is where
+        the folder's entry lives), whoever created it: another process may have made it
+        and been killed before syncing. The folder's own entries (the blob's name) are
+        fsync'ed by the writer after its rename. Each level is remembered separately, so
+        a new shard folder costs one fsync of its parent, not one per level.
         """
         if folder in self._durable_dirs:
             return
         folder.mkdir(parents=True, exist_ok=True)
         chain = [folder, *folder.parents]
         top = chain.index(self.root) if self.root in chain else len(chain) - 1
-        for d in chain[: top + 2]:
-            _fsync_dir(d)
-        self._durable_dirs.add(folder)
+        for d in reversed(chain[: top + 1]):   # root first, so a parent is durable before
+            if d not in self._durable_dirs:
+                _fsync_dir(d.parent)
+                self._durable_dirs.add(d)
 
     # --- primitives -----------------------------------------------------------------------
 
