@@ -62,8 +62,9 @@ async def _main(ctx: ChildContext) -> int:
         asyncio.create_task(run_housekeeping(services, cfg.get("housekeeping.blob-grace"),
                                              cfg.get("housekeeping.interval"))),
         asyncio.create_task(_watch_master(ctx, stop)),
-        asyncio.create_task(_outbound(services, cfg, events)),
     ]
+    if cfg.get("outbound.enabled"):
+        tasks.append(asyncio.create_task(_outbound(services, cfg, events)))
     log.info("queue process running")
     await stop.wait()
     for task in tasks:

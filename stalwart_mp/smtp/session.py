@@ -319,7 +319,10 @@ class SmtpSession(asyncio.Protocol):
                 return reply(550, "5.7.1", "Rejected by the sender domain's DMARC policy")
             junk = verdict == "quarantine"
             trace = header + trace
-        raw = trace + event.content
+        content = event.content
+        if self.kind == "submission" and self.principal is not None:
+            content = await self._dkim_sign(content, tx) + content
+        raw = trace + content
         local_results = []
         if tx.local:
             local_results = await self.server.services.delivery.deliver(
@@ -335,6 +338,20 @@ class SmtpSession(asyncio.Protocol):
             return reply(451, "4.3.0", "Temporary failure for some recipients, try again")
         note = f" queued as {queue_id}" if queue_id else ""
         return reply(250, "2.0.0", f"Message accepted{note}")
+
+    async def _dkim_sign(self, content: bytes, tx: Transaction) -> bytes:
+        """DKIM-Signature fields for a submitted message (smtp/outbound/dkim_sign.py):
+        signed once here, so every copy (queued or local) carries the same signatures.
+        A signing error is logged and the message goes unsigned, never refused."""
+        if not self.server.worker.cfg.get("outbound.dkim.sign"):
+            return b""
+        from stalwart_mp.smtp.outbound.dkim_sign import sign
+
+        try:
+            return await sign(self.server.services.data, content, tx.mail_from or "")
+        except Exception:
+            log.exception("DKIM signing failed; the message goes unsigned")
+            return b""
 
     async def _enqueue(self, raw: bytes, tx: Transaction) -> int:
         from stalwart_mp.smtp.queue.store import QueuedMessage, QueuedRecipient, enqueue

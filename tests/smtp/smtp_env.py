@@ -72,9 +72,11 @@ def listener(name: str, port: int, protocol: str, extra: str = "") -> str:
 
 def mail_server(folder: Path, dns_port: int, listeners: dict[str, tuple[str, str]], *,
                 smtp: str = "max-message-size = 20000\n", workers: int = 2,
-                accounts: list[tuple[str, str, int | None]] = ACCOUNTS) -> Server:
+                accounts: list[tuple[str, str, int | None]] = ACCOUNTS,
+                outbound: str = "enabled = false\n") -> Server:
     """A started server with ``listeners`` (name -> (protocol, extra lines)) on free ports
-    (``server.ports[name]``), the ``[smtp]`` settings given and the resolver on the
+    (``server.ports[name]``), the ``[smtp]`` and ``[outbound]`` settings given (outbound
+    delivery off unless asked for: queued mail stays put) and the resolver on the
     loopback DNS server. Stop it with ``server.stop()``."""
     ports = {name: free_port() for name in ("http", *listeners)}
     extra = "".join(listener(name, ports[name], protocol, more)
@@ -82,6 +84,8 @@ def mail_server(folder: Path, dns_port: int, listeners: dict[str, tuple[str, str
     extra += f"""
 [smtp]
 {smtp}
+[outbound]
+{outbound}
 [resolver]
 nameservers = ["127.0.0.1:{dns_port}"]
 timeout = 2

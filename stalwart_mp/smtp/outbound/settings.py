@@ -20,14 +20,17 @@ from stalwart_mp.config.schema import (
 TLS_MODES = ("opportunistic", "starttls", "implicit", "none")
 
 SCHEMA.add(
+    Setting("outbound.enabled", Bool(), True,
+            "Run the delivery runner in this node's queue process. Nodes sharing one store "
+            "may all deliver (leases keep them apart); off: this node only queues."),
     Setting("outbound.retry", ListOf(Duration(), min_items=1),
-            ["1m", "5m", "10m", "15m", "30m", "1h", "2h", "4h"],
+            [60.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0],
             "Waits between delivery attempts of a message with recipients left; after the "
             "last one it repeats until outbound.expire."),
     Setting("outbound.expire", Duration(), 5 * 86400.0,
             "How long a message is retried; then its remaining recipients fail (4.4.7) and a "
             "failure DSN goes to the sender."),
-    Setting("outbound.notify", ListOf(Duration()), ["4h"],
+    Setting("outbound.notify", ListOf(Duration()), [4 * 3600.0],
             'When (after queueing) a delay DSN is sent for recipients still not delivered '
             '(RFC 3464 "delayed"); [] = never.'),
     Setting("outbound.lease", Duration(), 900.0,

@@ -246,3 +246,15 @@ async def test_two_runners_on_one_store_never_deliver_twice(env, sink):
         assert sum(r.delivered for r, _ in env.runners) == 30
     finally:
         await other.close()
+
+
+def test_default_schedule_is_like_mature_mtas():
+    from stalwart_mp.smtp.outbound.runner import OutboundSettings
+
+    s = OutboundSettings.from_config(load_dict({
+        "server": {"hostname": "mx.example.org"},
+        "store": {"default": {"type": "sqlite", "path": "data.sqlite"}}}))
+    assert s.retry[0] == 60.0 and s.retry[-1] == 4 * 3600.0
+    assert s.notify == [4 * 3600.0]       # delay DSN after 4 h
+    assert s.expire == 5 * 86400.0        # retried for 5 days
+    assert s.hostname == "mx.example.org" and s.lease == 900.0

@@ -1,0 +1,135 @@
+"""Outbound delivery end to end: a real ``stalwart-mp serve`` takes mail on 587 from an
+authenticated user, signs it with the domain's DKIM keys, and its queue process delivers it
+to the loopback MX (sink.py) found through the loopback DNS server."""
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import smtplib
+import time
+
+import dkim
+import pytest
+
+from stalwart_mp.directory.dkim_keys import create_keys
+from stalwart_mp.smtp.queue.store import queued
+from stalwart_mp.store.registry import open_data_store
+from tests.dns_server import dns_zone  # noqa: F401 - the fixture
+from tests.smtp.outbound.sink import Sink
+from tests.smtp.smtp_env import mail_server
+
+MESSAGE = (b"From: Alice <alice@example.org>\r\nTo: <friend@remote.test>\r\n"
+           b"Subject: signed and sent\r\nDate: Thu, 26 Nov 2026 10:00:00 +0000\r\n"
+           b"Message-ID: <e2e@example.org>\r\n\r\nHello friend.\r\n")
+
+
+def _store(folder):
+    return open_data_store("default", {"type": "lmdb", "path": str(folder / "data" / "lmdb")})
+
+
+def _dkim_keys(folder) -> list:
+    async def run():
+        data = _store(folder)
+        try:
+            return await create_keys(data, "example.org")
+        finally:
+            await data.close()
+    return asyncio.run(run())
+
+
+def _queue(folder) -> list:
+    async def run():
+        data = _store(folder)
+        try:
+            return await queued(data)
+        finally:
+            await data.close()
+    return asyncio.run(run())
+
+
+@pytest.fixture
+def sink():
+    s = Sink().start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def server(tmp_path, dns_zone, sink):  # noqa: F811
+    dns_port, zone = dns_zone
+    zone["remote.test"] = {"MX": [(10, "mx.remote.test")]}
+    zone["mx.remote.test"] = {"A": ["127.0.0.1"]}
+    srv = mail_server(tmp_path, dns_port, {"submission": ("submission", "")},
+                      outbound=f'port = {sink.port}\nretry = ["1s"]\nlease = "3s"\n'
+                               f'scan-interval = "200ms"\n')
+    for key in _dkim_keys(tmp_path):  # publish the keys as the DNS records say
+        zone[key.dns_name] = {"TXT": [key.txt_record()]}
+    srv.zone = zone
+    yield srv
+    srv.stop()
+
+
+def _submit(server, rcpts=("friend@remote.test",)) -> None:
+    with smtplib.SMTP("127.0.0.1", server.ports["submission"], timeout=10) as c:
+        c.ehlo("laptop")
+        c.login("alice", "alice-pw")
+        assert c.sendmail("alice@example.org", list(rcpts), MESSAGE) == {}
+
+
+def _wait(predicate, what: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_submission_is_dkim_signed_twice_and_delivered_to_the_mx(server, sink):
+    _submit(server)
+    _wait(lambda: sink.count() == 1, "the delivery at the loopback MX")
+    got = sink.messages[0]
+    assert got.mail_from == "alice@example.org" and got.rcpts == ["friend@remote.test"]
+    assert got.data.endswith(MESSAGE)
+    zone = server.zone
+
+    def dnsfunc(name, timeout=5):
+        name = name.decode() if isinstance(name, bytes) else name
+        return zone.get(name.rstrip(".").lower(), {}).get("TXT", [""])[0].encode()
+
+    # the receiving side verifies each signature with dkimpy
+    verifier = dkim.DKIM(got.data)
+    signatures = [v for k, v in dkim.rfc822_parse(got.data)[0]
+                  if k.lower() == b"dkim-signature"]
+    assert len(signatures) == 2
+    algorithms = set()
+    for i, sig in enumerate(signatures):
+        assert verifier.verify(idx=i, dnsfunc=dnsfunc), f"signature {i} does not verify"
+        algorithms.add(dkim.util.parse_tag_value(sig)[b"a"])
+    assert algorithms == {b"ed25519-sha256", b"rsa-sha256"}
+    _wait(lambda: _queue(server.folder) == [], "the queue to empty")
+
+
+def _queue_pid(server) -> int | None:
+    status = json.loads((server.run_dir / "status.json").read_text())
+    pids = [p["pid"] for p in status["processes"] if p["kind"] == "queue"]
+    return pids[0] if pids else None
+
+
+def test_queue_process_killed_mid_delivery_delivers_exactly_once(server, sink):
+    sink.hold.clear()   # the MX takes the data but holds its answer
+    _submit(server)
+    _wait(sink.holding.is_set, "the delivery to start")
+    victim = _queue_pid(server)
+    os.kill(victim, signal.SIGKILL)
+    _wait(lambda: sink.connections >= 1 and _queue_pid(server) not in (None, victim),
+          "the master to start a new queue process")
+    time.sleep(0.3)
+    sink.hold.set()     # the held transaction's client is gone: the sink drops it
+    _wait(lambda: sink.count() == 1, "the delivery by the new queue process", timeout=30)
+    _wait(lambda: _queue(server.folder) == [], "the queue to empty")
+    time.sleep(2.0)     # past another lease period: nothing more arrives
+    assert sink.count() == 1
+    assert sink.transactions == 2   # the interrupted one and the one that counted
