@@ -19,6 +19,7 @@ SETTINGS_MODULES = (
     "stalwart_mp.dns.settings",
     "stalwart_mp.smtp.settings",
     "stalwart_mp.smtp.outbound.settings",
+    "stalwart_mp.imap.settings",
 )
 
 _loaded = False

@@ -12,6 +12,7 @@ _SERVERS: dict[str, str] = {
     "smtp": "stalwart_mp.smtp.server:SmtpProtocolServer",
     "submission": "stalwart_mp.smtp.server:SubmissionProtocolServer",
     "lmtp": "stalwart_mp.smtp.server:LmtpProtocolServer",
+    "imap": "stalwart_mp.imap.server:ImapProtocolServer",
 }
 
 

@@ -1,0 +1,40 @@
+"""IMAP flags ↔ the model's keywords (RFC 8621 §4.1.1: \\Seen is "$seen"...).
+
+The model keeps keywords in lower case (IMAP keywords are case-insensitive, RFC 9051
+§2.3.2); the well-known ones are written back in their registered spelling.
+"""
+from __future__ import annotations
+
+from stalwart_mp.imap.protocol.writer import Atom
+
+SYSTEM = {"\\seen": "$seen", "\\answered": "$answered", "\\flagged": "$flagged",
+          "\\draft": "$draft", "\\deleted": "$deleted"}
+_BACK = {"$seen": "\\Seen", "$answered": "\\Answered", "$flagged": "\\Flagged",
+         "$draft": "\\Draft", "$deleted": "\\Deleted", "$forwarded": "$Forwarded",
+         "$mdnsent": "$MDNSent", "$junk": "$Junk", "$notjunk": "$NotJunk",
+         "$phishing": "$Phishing", "$important": "$Important"}
+FLAGS = ["\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft", "$Forwarded",
+         "$MDNSent", "$Junk", "$NotJunk", "$Phishing"]
+
+
+class FlagError(ValueError):
+    pass
+
+
+def to_keywords(flags: list[str]) -> list[str]:
+    out = []
+    for flag in flags:
+        low = flag.lower()
+        if low == "\\recent":   # RFC 3501 §2.3.2: cannot be set by a client; ignored
+            continue
+        if low.startswith("\\"):
+            if low not in SYSTEM:
+                raise FlagError(f"{flag} is not a flag a client may set")
+            out.append(SYSTEM[low])
+        else:
+            out.append(low)
+    return out
+
+
+def to_flags(keywords: list[str]) -> list[Atom]:
+    return [Atom(_BACK.get(k, k)) for k in keywords]

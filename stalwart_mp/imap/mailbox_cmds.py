@@ -1,0 +1,335 @@
+"""Commands of the authenticated state on mailboxes (RFC 9051 §6.3): CREATE (with
+CREATE-SPECIAL-USE, RFC 6154 §3), DELETE, RENAME, SUBSCRIBE, UNSUBSCRIBE, LIST (with
+LIST-EXTENDED RFC 5258, LIST-STATUS RFC 5819, SPECIAL-USE, CHILDREN), LSUB, STATUS (with
+STATUS=SIZE RFC 8438, OBJECTID RFC 8474, APPENDLIMIT RFC 7889), APPEND (MULTIAPPEND
+RFC 3502, UIDPLUS RFC 4315 APPENDUID, BINARY RFC 3516) and QUOTA (RFC 9208).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from stalwart_mp.imap import flags as fl
+from stalwart_mp.imap.folders import (
+    ATTR_ROLES,
+    DELIMITER,
+    Folders,
+    normalize,
+    pattern_regex,
+    valid_name,
+)
+from stalwart_mp.imap.protocol import commands as c
+from stalwart_mp.imap.protocol import writer as w
+from stalwart_mp.imap.session import No
+from stalwart_mp.mail.records import DELETED, Role
+from stalwart_mp.mail.store import MailError, NoSuchMailbox, Quota, QuotaExceeded
+
+log = logging.getLogger("stalwart_mp.imap")
+
+
+async def _folders(session) -> Folders:
+    return Folders(await session.services.mail.mailboxes(session.acct))
+
+
+def _find(folders: Folders, name: str):
+    box = folders.find(name)
+    if box is None:
+        raise No(f'No mailbox "{name}"', "NONEXISTENT")
+    return box
+
+
+# --- CREATE / DELETE / RENAME (RFC 9051 §6.3.4-6) ---------------------------------------------
+
+async def _create_path(session, folders: Folders, path: str, role: str | None = None):
+    """Create ``path`` and any missing superior (RFC 9051 §6.3.4 SHOULD)."""
+    mail = session.services.mail
+    parent = 0
+    parts = path.split(DELIMITER)
+    box = None
+    for i, part in enumerate(parts):
+        prefix = DELIMITER.join(parts[:i + 1])
+        box = folders.find(prefix)
+        last = i == len(parts) - 1
+        if box is not None and not last:
+            parent = box.id
+            continue
+        if box is not None:
+            raise No(f'Mailbox "{path}" already exists', "ALREADYEXISTS")
+        box = await mail.create_mailbox(session.acct, part, parent, role if last else None)
+        parent = box.id
+        folders = await _folders(session)
+    return box
+
+
+async def cmd_create(session, cmd: c.Create):
+    path = normalize(cmd.mailbox)
+    if path == "INBOX" or (why := valid_name(path)) is not None and path != "INBOX":
+        raise No("INBOX always exists" if path == "INBOX" else f"Invalid name: {why}",
+                 "ALREADYEXISTS" if path == "INBOX" else "CANNOT")
+    role = None
+    for attr in cmd.special_use:
+        role = ATTR_ROLES.get(attr.lower())
+        if role is None:  # RFC 6154 §3: an unknown attribute
+            raise No(f"Special-use attribute {attr} is not supported", "USEATTR")
+    folders = await _folders(session)
+    try:
+        await _create_path(session, folders, path, role)
+    except MailError as exc:
+        code = "USEATTR" if "role" in str(exc) else "ALREADYEXISTS" \
+            if "already exists" in str(exc) else "CANNOT"
+        raise No(str(exc), code) from None
+    return "CREATE completed"
+
+
+async def cmd_delete(session, cmd: c.MailboxCommand):
+    folders = await _folders(session)
+    box = _find(folders, cmd.mailbox)
+    if box.role == Role.INBOX and not box.parent_id:
+        raise No("INBOX cannot be deleted", "CANNOT")
+    if folders.has_children(box.id):  # the model has no \Noselect placeholders
+        raise No(f'Mailbox "{cmd.mailbox}" has child mailboxes; delete them first',
+                 "HASCHILDREN")
+    if session.selected is not None and session.selected.mid == box.id:
+        session.selected = None
+        from stalwart_mp.imap.session import State
+
+        session.state = State.AUTHENTICATED
+    try:
+        await session.services.mail.delete_mailbox(session.acct, box.id, remove_emails=True)
+    except MailError as exc:
+        raise No(str(exc), "CANNOT") from None
+    return "DELETE completed"
+
+
+async def cmd_rename(session, cmd: c.Rename):
+    mail = session.services.mail
+    folders = await _folders(session)
+    box = _find(folders, cmd.old)
+    new = normalize(cmd.new)
+    if (why := valid_name(new)) is not None:
+        raise No(f"Invalid name: {why}", "CANNOT")
+    if folders.find(new) is not None:
+        raise No(f'Mailbox "{new}" already exists', "ALREADYEXISTS")
+    if box.role == Role.INBOX and not box.parent_id:
+        # RFC 9051 §6.3.6: renaming INBOX moves its messages to a new mailbox; INBOX stays
+        dest = await _create_path(session, folders, new)
+        eids = [e for _, e in await mail.uid_index(session.acct, box.id)]
+        if eids:
+            await mail.move(session.acct, eids, box.id, dest.id)
+        return "RENAME completed"
+    parent_path, _, leaf = new.rpartition(DELIMITER)
+    parent_id = 0
+    if parent_path:
+        parent = folders.find(parent_path) or await _create_path(session, folders,
+                                                                   parent_path)
+        parent_id = parent.id
+    try:
+        await mail.update_mailbox(session.acct, box.id, name=leaf, parent_id=parent_id)
+    except MailError as exc:
+        raise No(str(exc), "CANNOT") from None
+    return "RENAME completed"
+
+
+async def cmd_subscribe(session, cmd: c.MailboxCommand):
+    box = _find(await _folders(session), cmd.mailbox)
+    await session.services.mail.update_mailbox(session.acct, box.id, subscribed=True)
+    return "SUBSCRIBE completed"
+
+
+async def cmd_unsubscribe(session, cmd: c.MailboxCommand):
+    box = _find(await _folders(session), cmd.mailbox)
+    await session.services.mail.update_mailbox(session.acct, box.id, subscribed=False)
+    return "UNSUBSCRIBE completed"
+
+
+# --- LIST / LSUB (RFC 9051 §6.3.9, RFC 5258, RFC 5819, RFC 6154) -------------------------------
+
+async def cmd_list(session, cmd: c.ListCmd):
+    utf8 = session.utf8
+    if cmd.name == "LIST" and cmd.patterns == [""]:
+        # RFC 9051 §6.3.9: the hierarchy delimiter and the root name
+        session.out(w.untagged(b'LIST (\\Noselect) "/" ""'))
+        return "LIST completed"
+    for opt in cmd.select_options:
+        if opt not in ("SUBSCRIBED", "REMOTE", "RECURSIVEMATCH", "SPECIAL-USE"):
+            raise No(f"Unknown LIST selection option {opt}", status="BAD")
+    if cmd.select_options == ["RECURSIVEMATCH"]:  # RFC 5258 §3: must not stand alone
+        raise No("RECURSIVEMATCH needs another selection option", status="BAD")
+    folders = await _folders(session)
+    regexes = [pattern_regex(cmd.reference, p) for p in cmd.patterns]
+    lsub = cmd.name == "LSUB"
+    only_subscribed = lsub or "SUBSCRIBED" in cmd.select_options
+    only_special = "SPECIAL-USE" in cmd.select_options
+    show_subscribed = "SUBSCRIBED" in cmd.select_options or \
+        "SUBSCRIBED" in cmd.return_options
+    show_special = not cmd.extended or "SPECIAL-USE" in cmd.return_options or only_special
+    status_items = cmd.status_items
+    for box in folders.sorted():
+        path = folders.path(box.id)
+        if not any(rx.match(path) for rx in regexes):
+            continue
+        if only_subscribed and not box.subscribed:
+            continue
+        if only_special and not box.role or only_special and box.role == Role.INBOX:
+            continue
+        attrs = folders.attributes(box, special_use=show_special,
+                                   subscribed=show_subscribed and not lsub)
+        line = (b"LSUB " if lsub else b"LIST ") + w.encode(attrs) + b' "/" ' + \
+            w.mailbox_name(path, utf8)
+        session.out(w.untagged(line))
+        if status_items:  # RFC 5819 §2: a STATUS response after each LIST
+            session.out(await _status_line(session, box, path, status_items))
+    return f"{cmd.name} completed"
+
+
+async def cmd_lsub(session, cmd: c.ListCmd):
+    return await cmd_list(session, cmd)
+
+
+# --- STATUS (RFC 9051 §6.3.11) ------------------------------------------------------------
+
+async def _status_line(session, box, path: str, items: list[str]) -> bytes:
+    values: list[object] = []
+    deleted = None
+    for item in items:
+        if item == "MESSAGES":
+            value: object = box.total
+        elif item == "UIDNEXT":
+            value = box.uidnext
+        elif item == "UIDVALIDITY":
+            value = box.uidvalidity
+        elif item == "UNSEEN":
+            value = box.unseen
+        elif item == "RECENT":
+            value = 0
+        elif item == "SIZE":
+            value = box.size
+        elif item == "HIGHESTMODSEQ":
+            session.enabled.add("CONDSTORE")
+            value = max(box.modseq, 1)
+        elif item == "APPENDLIMIT":
+            value = session.server.max_message_size
+        elif item == "MAILBOXID":
+            value = [w.Atom(f"M{box.id}")]
+        elif item in ("DELETED", "DELETED-STORAGE"):
+            if deleted is None:
+                mail = session.services.mail
+                eids = [e for _, e in await mail.uid_index(session.acct, box.id)]
+                emails = [e for e in await mail.emails(session.acct, eids) if e is not None
+                          and DELETED in e.keywords]
+                deleted = (len(emails), sum(e.size for e in emails))
+            value = deleted[0] if item == "DELETED" else deleted[1]
+        else:
+            continue
+        values += [w.Atom(item), value]
+    return w.untagged(b"STATUS " + w.mailbox_name(path, session.utf8) + b" " +
+                      w.encode(values))
+
+
+async def cmd_status(session, cmd: c.Status):
+    folders = await _folders(session)
+    box = _find(folders, cmd.mailbox)
+    session.out(await _status_line(session, box, folders.path(box.id), cmd.items))
+    return "STATUS completed"
+
+
+# --- APPEND (RFC 9051 §6.3.12, RFC 3502, RFC 4315, RFC 3516) -----------------------------------
+
+async def cmd_append(session, cmd: c.Append):
+    services = session.services
+    mail = services.mail
+    folders = await _folders(session)
+    box = folders.find(cmd.mailbox)
+    if box is None:
+        raise No(f'No mailbox "{cmd.mailbox}"', "TRYCREATE")
+    principal = session.principal
+    quota = Quota(principal.quota_bytes, principal.quota_messages)
+    from stalwart_mp.mail.ingest import parse_message, to_record
+
+    done: list[int] = []
+    uids: list[int] = []
+    try:
+        for msg in cmd.messages:
+            if len(msg.data) > session.server.max_message_size:
+                raise No("Message too big", "TOOBIG")
+            if not msg.data:
+                raise No("Empty message", "CANNOT")
+            try:
+                keywords = fl.to_keywords(msg.flags)
+            except fl.FlagError as exc:
+                raise No(str(exc), status="BAD") from None
+            if len(msg.data) < 256 * 1024:
+                parsed = parse_message(msg.data)
+            else:
+                parsed = await asyncio.get_running_loop().run_in_executor(
+                    None, parse_message, msg.data)
+            blob_id = await services.blobs.put(msg.data)
+            result = await mail.append(
+                session.acct, [box.id], blob_id=blob_id, size=len(msg.data),
+                metadata=to_record(parsed), keywords=keywords, received_at=msg.date,
+                quota=quota, message_id=parsed.message_id,
+                references=[*parsed.references, *parsed.in_reply_to])
+            done.append(result.email_id)
+            uids.append(result.uids[box.id])
+    except QuotaExceeded as exc:
+        await _undo(session, done)
+        raise No(str(exc), "OVERQUOTA") from None
+    except NoSuchMailbox:
+        await _undo(session, done)
+        raise No(f'No mailbox "{cmd.mailbox}"', "TRYCREATE") from None
+    except No:
+        await _undo(session, done)
+        raise
+    except BaseException:
+        await _undo(session, done)
+        raise
+    # RFC 4315 §3 APPENDUID; with MULTIAPPEND, the set of UIDs
+    return "APPEND completed", f"APPENDUID {box.uidvalidity} {w.sequence_set(uids)}"
+
+
+async def _undo(session, email_ids: list[int]) -> None:
+    """MULTIAPPEND is all or nothing (RFC 3502 §6.3.11): remove what was appended."""
+    if email_ids:
+        try:
+            await session.services.mail.destroy(session.acct, email_ids)
+        except Exception:
+            log.warning("could not undo a partial MULTIAPPEND", exc_info=True)
+
+
+# --- QUOTA (RFC 9208) ------------------------------------------------------------------------
+
+async def _quota_line(session) -> bytes:
+    state = await session.services.mail.state(session.acct)
+    p = session.principal
+    resources: list[object] = []
+    if p.quota_bytes:  # RFC 9208 §5.1: STORAGE in units of 1024 octets
+        resources += [w.Atom("STORAGE"), (state.used_bytes + 1023) // 1024,
+                      p.quota_bytes // 1024]
+    if p.quota_messages:
+        resources += [w.Atom("MESSAGE"), state.used_count, p.quota_messages]
+    return w.untagged(b'QUOTA "" ' + w.encode(resources))
+
+
+async def cmd_getquotaroot(session, cmd: c.MailboxCommand):
+    folders = await _folders(session)
+    box = _find(folders, cmd.mailbox)
+    name = w.mailbox_name(folders.path(box.id), session.utf8)
+    p = session.principal
+    if not (p.quota_bytes or p.quota_messages):
+        session.out(w.untagged(b"QUOTAROOT " + name))
+        return "GETQUOTAROOT completed"
+    session.out(w.untagged(b'QUOTAROOT ' + name + b' ""'))
+    session.out(await _quota_line(session))
+    return "GETQUOTAROOT completed"
+
+
+async def cmd_getquota(session, cmd: c.QuotaCmd):
+    p = session.principal
+    if cmd.root != "" or not (p.quota_bytes or p.quota_messages):
+        raise No(f'No quota root "{cmd.root}"', "NONEXISTENT")
+    session.out(await _quota_line(session))
+    return "GETQUOTA completed"
+
+
+async def cmd_setquota(session, cmd: c.QuotaCmd):
+    raise No("Quotas are set by the administrator", "NOPERM")
