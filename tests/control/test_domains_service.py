@@ -214,6 +214,14 @@ def test_create_get_list_rotate_delete(env):
     assert env.principals.GetPrincipal(principals_pb2.GetPrincipalRequest(
         name="dave.example"), timeout=30).type == "individual"
 
+    # every change is in the audit log, with who made it
+    log_text = (env.server.folder / "server.log").read_text(errors="replace")
+    audit = [line for line in log_text.splitlines() if "control change" in line]
+    for action in ("domain.create", "dkim.rotate", "domain.delete"):
+        assert any(action in line and "token" in line for line in audit), (action, audit)
+    rotation = next(line for line in audit if "dkim.rotate" in line)
+    assert f"{month}e2" in rotation and f"{month}e" in rotation
+
 
 def _served_leaf_by_implicit_tls(env) -> x509.Certificate:
     ctx = ssl.create_default_context(cafile=str(env.ca_path))  # verifies the chain to our CA
