@@ -354,3 +354,26 @@ def test_check_against_the_live_dns(env):
     result = env.dns_stub.Check(dns_pb2.DnsCheckRequest(domain="check.example"), timeout=60)
     assert result.all_published
     assert {c.status for c in result.checks} == {PUBLISHED}
+
+
+def test_only_administrators_manage_domains(env):
+    env.principals.CreatePrincipal(principals_pb2.CreatePrincipalRequest(
+        name="erin", password="erin-pw"), timeout=30)
+    env.principals.CreatePrincipal(principals_pb2.CreatePrincipalRequest(
+        name="root", password="root-pw", roles=["user", "admin"]), timeout=30)
+    with connect(env.bind, user="erin", password="erin-pw") as stub:
+        err = _error(domains_pb2_grpc.DomainsStub(stub.channel).CreateDomain,
+                     principals_pb2.CreateDomainRequest(name="erin.example"))
+        assert err.code() == grpc.StatusCode.PERMISSION_DENIED
+        err = _error(dns_pb2_grpc.DnsStub(stub.channel).Records,
+                     dns_pb2.DnsRecordsRequest(domain="test.example"))
+        assert err.code() == grpc.StatusCode.PERMISSION_DENIED
+    with connect(env.bind, user="root", password="root-pw") as stub:
+        made = domains_pb2_grpc.DomainsStub(stub.channel).CreateDomain(
+            principals_pb2.CreateDomainRequest(name="root.example"), timeout=30)
+        assert len(made.dkim_keys) == 2
+    err = _error(env.domains.GetDomain, domains_pb2.GetDomainRequest(name="erin.example"))
+    assert err.code() == grpc.StatusCode.NOT_FOUND
+    log_text = (env.server.folder / "server.log").read_text(errors="replace")
+    assert any("domain.create" in line and "root.example" in line and "root" in line
+               for line in log_text.splitlines() if "control change" in line)
