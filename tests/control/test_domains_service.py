@@ -75,7 +75,8 @@ def env(tmp_path_factory) -> Iterator[Env]:
     ca_path = folder / "tls" / "ca.pem"
     ca_path.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     dns = DnsServer().start()
-    ports = {name: free_port() for name in ("http", "mx", "submission", "submissions", "https")}
+    ports = {name: free_port() for name in ("http", "mx", "submission", "submissions", "https",
+                                            "imap", "imaps")}
     extra = f"""
 [server.listener.mx]
 bind = ["127.0.0.1:{ports['mx']}"]
@@ -88,6 +89,15 @@ protocol = "submission"
 [server.listener.submissions]
 bind = ["127.0.0.1:{ports['submissions']}"]
 protocol = "submission"
+tls.implicit = true
+
+[server.listener.imap]
+bind = ["127.0.0.1:{ports['imap']}"]
+protocol = "imap"
+
+[server.listener.imaps]
+bind = ["127.0.0.1:{ports['imaps']}"]
+protocol = "imap"
 tls.implicit = true
 
 [server.listener.https]
@@ -223,9 +233,9 @@ def test_create_get_list_rotate_delete(env):
     assert f"{month}e2" in rotation and f"{month}e" in rotation
 
 
-def _served_leaf_by_implicit_tls(env) -> x509.Certificate:
+def _served_leaf_by_implicit_tls(env, listener: str) -> x509.Certificate:
     ctx = ssl.create_default_context(cafile=str(env.ca_path))  # verifies the chain to our CA
-    with (socket.create_connection(("127.0.0.1", env.ports["submissions"]), timeout=10) as raw,
+    with (socket.create_connection(("127.0.0.1", env.ports[listener]), timeout=10) as raw,
           ctx.wrap_socket(raw, server_hostname=HOST) as tls):
         return x509.load_der_x509_certificate(tls.getpeercert(binary_form=True))
 
@@ -289,13 +299,18 @@ def test_records_from_the_live_configuration(env):
         "_submission._tcp.test.example": f"1 1 {env.ports['submission']} {HOST}.",
         "_submissions._tcp.test.example": f"0 1 {env.ports['submissions']} {HOST}.",
         "_jmap._tcp.test.example": f"0 1 {env.ports['https']} {HOST}.",
+        "_imap._tcp.test.example": f"1 1 {env.ports['imap']} {HOST}.",
+        "_imaps._tcp.test.example": f"0 1 {env.ports['imaps']} {HOST}.",
     }
 
     # TLSA: computed here from the certificate the server serves, for each TLS port
-    leaf = _served_leaf_by_implicit_tls(env)
+    leaf = _served_leaf_by_implicit_tls(env, "submissions")
     assert _served_leaf_by_starttls(env) == leaf
+    assert _served_leaf_by_implicit_tls(env, "imaps") == leaf
+    assert _served_leaf_by_implicit_tls(env, "https") == leaf
     expected = _tlsa(leaf, 3) + _tlsa(env.ca, 2)
-    tls_ports = sorted(env.ports[n] for n in ("mx", "submission", "submissions", "https"))
+    tls_ports = sorted(env.ports[n] for n in ("mx", "submission", "submissions", "https",
+                                              "imap", "imaps"))
     tlsa_names = sorted({r.name for r in records if r.type == "TLSA"})
     assert tlsa_names == sorted(f"_{p}._tcp.{HOST}" for p in tls_ports)
     for port in tls_ports:
