@@ -92,6 +92,7 @@ class SmtpClient:
         self.extensions: dict[str, str] = {}
         self.tls = False
         self.verified = False          # the TLS certificate was checked
+        self.ca_file = ""
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
 
@@ -100,10 +101,15 @@ class SmtpClient:
         return self._writer is None or self._writer.is_closing()
 
     async def connect(self, *, connect_timeout: float, tls: str = "opportunistic",
-                      verify: bool = False) -> Reply:
-        """Connect, read the greeting, EHLO and apply the TLS mode ("opportunistic",
-        "starttls", "implicit", "none"). Raises SmtpError when the host cannot be used."""
-        context = _context(verify) if tls == "implicit" else None
+                      verify: bool = False, ca_file: str = "") -> Reply:
+        """Connect, read the greeting, EHLO and apply the TLS mode: "opportunistic"
+        (STARTTLS when offered, certificate unchecked unless ``verify``), "starttls"
+        (required and verified), "implicit" (TLS from the first byte, verified), "none".
+        ``ca_file``: CAs to verify with instead of the system's. Raises SmtpError when the
+        host cannot be used."""
+        self.ca_file = ca_file
+        verify = verify or tls in ("starttls", "implicit")
+        context = _context(verify, ca_file) if tls == "implicit" else None
         try:
             self._reader, self._writer = await asyncio.wait_for(
                 asyncio.open_connection(self.ip, self.port, ssl=context,
@@ -121,7 +127,7 @@ class SmtpClient:
             raise SmtpError(f"{self.host} greeted with {greeting}")
         await self._ehlo()
         if not self.tls and tls != "none" and "STARTTLS" in self.extensions:
-            await self.starttls(verify or tls == "starttls")
+            await self.starttls(verify)
         elif not self.tls and tls == "starttls":
             await self.close()
             raise SmtpError(f"{self.host} does not offer STARTTLS, which is required")
@@ -146,7 +152,8 @@ class SmtpClient:
             raise SmtpError(f"{self.host} refused STARTTLS: {r}")
         try:
             await asyncio.wait_for(
-                self._writer.start_tls(_context(verify), server_hostname=self.host),
+                self._writer.start_tls(_context(verify, self.ca_file),
+                                       server_hostname=self.host),
                 self.command_timeout)
         except (OSError, TimeoutError, ssl.SSLError) as exc:
             await self.close()
@@ -304,9 +311,9 @@ class SmtpClient:
                 return Reply(code, " / ".join(lines))
 
 
-def _context(verify: bool) -> ssl.SSLContext:
+def _context(verify: bool, ca_file: str = "") -> ssl.SSLContext:
     if verify:
-        return ssl.create_default_context()
+        return ssl.create_default_context(cafile=ca_file or None)
     ctx = ssl.create_default_context()
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE  # RFC 7435 opportunistic: encrypt, do not authenticate

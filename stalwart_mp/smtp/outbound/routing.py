@@ -23,6 +23,7 @@ class Hop:
     tls: str                   # "opportunistic" | "starttls" | "implicit" | "none"
     username: str = ""
     password: str = ""
+    ca_file: str = ""          # CAs that verify this host ("" = the system's)
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +35,7 @@ class Route:
     tls: str
     username: str = ""
     password: str = ""
+    ca_file: str = ""
 
 
 class NoRoute(Exception):
@@ -60,14 +62,15 @@ class Router:
         if cfg.get("outbound.relay.host"):
             relay = Route(cfg.get("outbound.relay.host"), cfg.get("outbound.relay.port"),
                           cfg.get("outbound.relay.tls"), cfg.get("outbound.relay.username"),
-                          cfg.get("outbound.relay.password"))
+                          cfg.get("outbound.relay.password"), cfg.get("outbound.relay.ca-file"))
         routes = {}
         for domain in cfg.names("outbound.route"):
-            base = f"outbound.route.{domain}"
+            def get(key: str, default=None, domain=domain):
+                # a path, not a dotted string: the domain holds dots itself
+                return cfg.get(("outbound", "route", domain, key), default)
             routes[domain.lower().rstrip(".")] = Route(
-                cfg.get(f"{base}.host"), cfg.get(f"{base}.port", 25),
-                cfg.get(f"{base}.tls", "opportunistic"), cfg.get(f"{base}.username", ""),
-                cfg.get(f"{base}.password", ""))
+                get("host"), get("port", 25), get("tls", "opportunistic"),
+                get("username", ""), get("password", ""), get("ca-file", ""))
         return cls(resolver, cfg.get("outbound.port"), cfg.get("outbound.tls"), relay, routes)
 
     async def hops(self, domain: str) -> list[Hop]:
@@ -79,7 +82,7 @@ class Router:
             if not ips:
                 raise NoRoute(451, f"4.4.4 route host {route.host} has no address", False)
             return [Hop(route.host, ips, route.port, route.tls, route.username,
-                        route.password)]
+                        route.password, route.ca_file)]
         try:
             mx = await self.resolver.mx(domain)
         except DnsTempError as exc:

@@ -67,6 +67,7 @@ class Outcome:
     code: int
     text: str
     host: str
+    dsn_relayed: bool = False   # the next hop took NOTIFY/ORCPT: it reports from now on
 
     @property
     def delivered(self) -> bool:
@@ -195,6 +196,47 @@ class Runner:
         if got is None:
             return
         message, _raw, lease = got
+        held = [lease]
+        keeper = asyncio.create_task(self._keep_lease(qid, held))
+        try:
+            results, body = await self._attempt(message)
+        finally:
+            keeper.cancel()
+            await asyncio.gather(keeper, return_exceptions=True)
+        now = time.time()
+        reports: list[Report] = []
+
+        def apply(m: q.QueuedMessage) -> None:
+            reports[:] = self._apply(m, results, now)
+
+        # DSNs first, from a copy: a crash before the results are stored repeats a DSN
+        preview = copy.deepcopy(message)
+        apply(preview)
+        if body is not None and preview.mail_from:
+            for report in reports:
+                await self._send_dsn(preview, report, body)
+        stored = await q.settle(self.data, qid, held[0], apply)
+        log.info("delivery attempt", extra={"fields": {
+            "queue_id": qid, "attempt": preview.attempts,
+            "results": ",".join(f"{a}={o.code}" for a, o in results.items()),
+            "next": None if stored is None or not stored.pending else
+            round(stored.next_attempt - now, 1)}})
+
+    async def _keep_lease(self, qid: int, held: list[q.Lease]) -> None:
+        """Renew the lease at a third of its length while a delivery lasts (slow hosts
+        may take the whole of the data timeout)."""
+        duration = self.settings.lease
+        while True:
+            await asyncio.sleep(duration / 3)
+            renewed = await q.renew(self.data, qid, held[0], duration)
+            if renewed is None:
+                log.warning("lease lost during delivery", extra={"fields": {"queue_id": qid}})
+                return
+            held[0] = renewed
+
+    async def _attempt(self, message: q.QueuedMessage
+                       ) -> tuple[dict[str, Outcome], bytes | None]:
+        """Deliver the pending recipients: one outcome per recipient, and the content."""
         body = await self.services.blobs.get(message.blob_id)
         results: dict[str, Outcome] = {}
         if body is None:
@@ -209,24 +251,7 @@ class Runner:
                 for domain, rcpts in by_domain.items()))
             for group in groups:
                 results.update(group)
-        now = time.time()
-        reports: list[Report] = []
-
-        def apply(m: q.QueuedMessage) -> None:
-            reports[:] = self._apply(m, results, now)
-
-        # DSNs first, from a copy: a crash before the results are stored repeats a DSN
-        preview = copy.deepcopy(message)
-        apply(preview)
-        if body is not None and preview.mail_from:
-            for report in reports:
-                await self._send_dsn(preview, report, body)
-        stored = await q.settle(self.data, qid, lease, apply)
-        log.info("delivery attempt", extra={"fields": {
-            "queue_id": qid, "attempt": preview.attempts,
-            "results": ",".join(f"{a}={o.code}" for a, o in results.items()),
-            "next": None if stored is None or not stored.pending else
-            round(stored.next_attempt - now, 1)}})
+        return results, body
 
     def _apply(self, m: q.QueuedMessage, results: dict[str, Outcome], now: float
                ) -> list[Report]:
@@ -260,9 +285,10 @@ class Runner:
         reports = []
         if newly_failed:
             reports.append(Report("failed", [r for r in newly_failed if r.wants("FAILURE")]))
-        if newly_delivered:
-            reports.append(Report("relayed", [r for r in newly_delivered
-                                              if r.wants("SUCCESS")]))
+        if newly_delivered:  # RFC 3461 §5.2.2: "relayed" when the next hop has no DSN
+            reports.append(Report("relayed", [
+                r for r in newly_delivered
+                if r.wants("SUCCESS") and not results[r.address].dsn_relayed]))
         due_notes = [t for t in s.notify[m.delays_sent:] if now >= m.created_at + t]
         if m.pending and due_notes:
             m.delays_sent += len(due_notes)
@@ -323,7 +349,7 @@ class Runner:
         client = SmtpClient(hop.host, ip, hop.port, helo=s.hostname,
                             command_timeout=s.command_timeout, data_timeout=s.data_timeout)
         await client.connect(connect_timeout=s.connect_timeout, tls=hop.tls,
-                             verify=env.requiretls)
+                             verify=env.requiretls, ca_file=hop.ca_file)
         if hop.username:
             await client.auth(hop.username, hop.password)
         return await self._transaction(key, client, hop, env, body)
@@ -339,7 +365,8 @@ class Runner:
         out = {}
         for address in env.recipients:
             reply = result.reply_for(address)
-            out[address] = Outcome(reply.code, reply.text, hop.host)
+            out[address] = Outcome(reply.code, reply.text, hop.host,
+                                   "DSN" in client.extensions)
             if 200 <= reply.code < 300:
                 self.delivered += 1
         return out

@@ -64,6 +64,8 @@ SCHEMA.add(
     Setting("outbound.relay.tls", Choice(*TLS_MODES), "starttls",
             'TLS to the smarthost: "starttls", "implicit" (TLS from the first byte, port '
             '465), "opportunistic" or "none".'),
+    Setting("outbound.relay.ca-file", Str(), "",
+            "PEM file of the CA certificates that verify the smarthost (empty: the system's)."),
     Setting("outbound.relay.username", Str(), "", "AUTH user at the smarthost (empty: none)."),
     Setting("outbound.relay.password", Str(), "", "AUTH password at the smarthost.",
             secret=True),
@@ -73,6 +75,8 @@ SCHEMA.add(
     Setting("outbound.route.*.port", Int(min=1, max=65535), 25, "Port of the route's host."),
     Setting("outbound.route.*.tls", Choice(*TLS_MODES), "opportunistic",
             "TLS to the route's host (as outbound.relay.tls)."),
+    Setting("outbound.route.*.ca-file", Str(), "",
+            "PEM file of the CA certificates that verify the route's host."),
     Setting("outbound.route.*.username", Str(), "", "AUTH user at the route's host."),
     Setting("outbound.route.*.password", Str(), "", "AUTH password at the route's host.",
             secret=True),

@@ -247,6 +247,21 @@ async def acquire(data: DataStore, found_key: bytes, qid: int, owner: str,
     return message, raw, ours
 
 
+async def renew(data: DataStore, qid: int, lease: Lease, duration: float,
+                now: float | None = None) -> Lease | None:
+    """Extend a lease still held (a long delivery); None when it was lost meanwhile."""
+    now = time.time() if now is None else now
+    ours = Lease(lease.owner, now + duration)
+    batch = WriteBatch().assert_value(lease_key(qid), lease.pack())
+    batch.delete(due_key(lease.expires, qid)).put(due_key(ours.expires, qid), b"")
+    batch.put(lease_key(qid), ours.pack())
+    try:
+        await data.write(batch)
+    except AssertionFailed:
+        return None
+    return ours
+
+
 async def settle(data: DataStore, qid: int, lease: Lease, apply) -> QueuedMessage | None:
     """Record a runner's results and give its lease up, in one compare-and-set.
 
@@ -255,24 +270,26 @@ async def settle(data: DataStore, qid: int, lease: Lease, apply) -> QueuedMessag
     without pending recipients leaves the queue (record, due entry, blob link). When the
     stored message changed during the delivery the batch fails; it is re-read and applied
     again. Returns the message as stored (None: it was removed meanwhile)."""
-    ours = lease.pack()
     for _ in range(20):
-        message, raw, _lease, lease_raw = await load(data, qid)
+        message, raw, current, lease_raw = await load(data, qid)
+        # ours: the owner names one runner of one process (a renewal may have moved the
+        # expiry since the caller last saw it)
+        ours = current is not None and current.owner == lease.owner
         batch = WriteBatch().assert_value(message_key(qid), raw)
         batch.assert_value(lease_key(qid), lease_raw)
-        if lease_raw == ours:
-            batch.delete(due_key(lease.expires, qid)).delete(lease_key(qid))
+        if ours:
+            batch.delete(due_key(current.expires, qid)).delete(lease_key(qid))
         if message is None:
-            if lease_raw != ours:
+            if not ours:
                 return None
         else:
             apply(message)
-            if lease_raw == ours:
+            if ours:
                 _finish_into(batch, message)
             elif message.pending:  # our lease expired and another runner has it now
                 batch.put(message_key(qid), message.pack())
             else:
-                batch.delete(current_due_key(message, _lease))
+                batch.delete(current_due_key(message, current))
                 _finish_into(batch, message)
         try:
             await data.write(batch)

@@ -7,12 +7,20 @@ answer left nothing), and answers on demand:
     sink.rcpt_replies["nobody@remote.test"] = "550 5.1.1 no such user"
     sink.data_replies.append("451 4.3.0 try again")     # the next end-of-data answers
     sink.hold.clear()   # stop before answering end-of-data until hold.set()
+
+With ``tls=True`` it offers STARTTLS (a self-signed certificate for its name); with
+``implicit=True`` it speaks TLS from the first byte; with ``auth=(user, password)`` it
+offers AUTH PLAIN LOGIN and refuses MAIL before a successful AUTH.
 """
 from __future__ import annotations
 
 import asyncio
+import base64
+import ssl
+import tempfile
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 
 
 @dataclass
@@ -22,12 +30,20 @@ class Received:
     data: bytes
     mail_params: str = ""
     rcpt_params: list[str] = field(default_factory=list)
+    tls: bool = False
+    user: str | None = None
 
 
 class Sink:
-    def __init__(self, host: str = "127.0.0.1", dsn: bool = False):
+    def __init__(self, host: str = "127.0.0.1", dsn: bool = False, tls: bool = False,
+                 implicit: bool = False, auth: tuple[str, str] | None = None,
+                 name: str = "sink.remote.test"):
         self.host = host
         self.dsn = dsn
+        self.auth = auth
+        self.name = name
+        self.implicit = implicit
+        self.context, self.cert_file = _context(name) if tls or implicit else (None, "")
         self.messages: list[Received] = []
         self.rcpt_replies: dict[str, str] = {}
         self.data_replies: list[str] = []
@@ -46,7 +62,8 @@ class Sink:
     def start(self) -> Sink:
         self._thread.start()
         fut = asyncio.run_coroutine_threadsafe(
-            asyncio.start_server(self._session, self.host, 0), self._loop)
+            asyncio.start_server(self._session, self.host, 0,
+                                 ssl=self.context if self.implicit else None), self._loop)
         self._server = fut.result(10)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
@@ -72,8 +89,9 @@ class Sink:
         def send(line: str) -> None:
             writer.write(line.encode() + b"\r\n")
 
-        send("220 sink.remote.test ESMTP")
+        send(f"220 {self.name} ESMTP")
         mail_from, rcpts, mail_params, rcpt_params = None, [], "", []
+        tls, user = self.implicit, None
         try:
             while True:
                 raw = await reader.readline()
@@ -84,11 +102,26 @@ class Sink:
                 if verb == "EHLO":
                     ext = ["PIPELINING", "SIZE 10000000", "8BITMIME", "SMTPUTF8",
                            "ENHANCEDSTATUSCODES"] + (["DSN"] if self.dsn else [])
-                    lines = ["sink.remote.test", *ext]
+                    if self.context is not None and not tls:
+                        ext.append("STARTTLS")
+                    if self.auth and user is None:
+                        ext.append("AUTH PLAIN LOGIN")
+                    lines = [self.name, *ext]
                     for i, text in enumerate(lines):
                         send(f"250{'-' if i < len(lines) - 1 else ' '}{text}")
                 elif verb == "HELO":
                     send("250 sink.remote.test")
+                elif verb == "STAR" and self.context is not None and not tls:
+                    send("220 2.0.0 go ahead")
+                    await writer.drain()
+                    await writer.start_tls(self.context)
+                    tls = True
+                    continue
+                elif verb == "AUTH" and self.auth:
+                    user = await self._auth(line, reader, send, writer)
+                    continue
+                elif verb == "MAIL" and self.auth and user is None:
+                    send("530 5.7.0 authentication required")
                 elif verb == "MAIL":
                     addr, _, mail_params = line[10:].partition(">")
                     mail_from, rcpts, rcpt_params = addr.strip("<"), [], []
@@ -130,7 +163,8 @@ class Sink:
                             "250 2.0.0 queued"
                         if answer.startswith("2"):
                             self.messages.append(Received(mail_from, rcpts, data,
-                                                          mail_params, rcpt_params))
+                                                          mail_params, rcpt_params, tls,
+                                                          user))
                     send(answer)
                 elif verb == "RSET":
                     mail_from, rcpts = None, []
@@ -148,3 +182,46 @@ class Sink:
             return
         finally:
             writer.close()
+
+    async def _auth(self, line, reader, send, writer) -> str | None:
+        """AUTH PLAIN (initial response or not) and LOGIN (RFC 4954, 4616)."""
+        parts = line.split()
+        mech = parts[1].upper() if len(parts) > 1 else ""
+
+        async def ask(prompt: str) -> str:
+            send("334 " + base64.b64encode(prompt.encode()).decode())
+            await writer.drain()
+            return (await reader.readline()).decode().strip()
+
+        try:
+            if mech == "PLAIN":
+                token = parts[2] if len(parts) > 2 else await ask("")
+                _, name, password = base64.b64decode(token).decode().split("\0")
+            elif mech == "LOGIN":
+                name = base64.b64decode(await ask("Username:")).decode()
+                password = base64.b64decode(await ask("Password:")).decode()
+            else:
+                send("504 5.5.4 mechanism not supported")
+                return None
+        except (ValueError, UnicodeDecodeError):
+            send("501 5.5.2 bad AUTH data")
+            return None
+        if (name, password) == self.auth:
+            send("235 2.7.0 authenticated")
+            return name
+        send("535 5.7.8 bad credentials")
+        return None
+
+
+def _context(name: str) -> tuple[ssl.SSLContext, str]:
+    """A server context with a self-signed certificate for ``name`` (and 127.0.0.1), and
+    the certificate's file (the CA a client verifies it with)."""
+    from stalwart_mp.tls.selfsigned import generate_self_signed
+
+    key, cert = generate_self_signed(name)
+    folder = Path(tempfile.mkdtemp(prefix="sink-tls-"))
+    (folder / "cert.pem").write_bytes(cert)
+    (folder / "key.pem").write_bytes(key)
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(folder / "cert.pem", folder / "key.pem")
+    return ctx, str(folder / "cert.pem")

@@ -19,6 +19,7 @@ from stalwart_mp.smtp.queue.store import (
     due,
     enqueue,
     lease_key,
+    renew,
     settle,
 )
 from stalwart_mp.store.blob import link_key, open_blob_store
@@ -124,3 +125,23 @@ async def test_list_filters_retry_now_and_cancel_whole(stores):
     assert await manage.get_message(one, c) is None
     assert c not in [q for _, q in await due(one, time.time() + 10, 10)]
     assert await manage.cancel(one, c) is False
+
+
+async def test_renewed_lease_keeps_others_out_and_settles(stores):
+    one, two, blobs = stores
+    qid = await _queue(one, blobs, rcpts=("x@remote.test",))
+    [(key, _)] = await due(one, time.time(), 10)
+    _m, _raw, lease = await acquire(one, key, qid, "r1", 2)
+    renewed = await renew(one, qid, lease, 60)
+    assert renewed is not None and renewed.expires > lease.expires
+    # past the first expiry the message is not due: the renewal moved the entry
+    assert await due(two, lease.expires + 1, 10) == []
+    assert await renew(one, qid, lease, 60) is None   # a stale lease cannot renew
+
+    def apply(m):
+        m.recipients[0].status = DELIVERED
+    # settled with the lease first taken: the owner is what counts
+    assert await settle(one, qid, lease, apply) is not None
+    assert await manage.get_message(one, qid) is None
+    assert await one.get(lease_key(qid)) is None
+    assert await due(one, renewed.expires + 1, 10) == []
