@@ -4,9 +4,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import stat
 import sys
 import time
-from collections.abc import Callable, Sequence
+import tomllib
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,49 +17,65 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from stalwart_mp.control.client import ControlStub, connect
-from stalwart_mp.control.gen.stalwart_mp.v1 import (
-    principals_pb2,
-    principals_pb2_grpc,
-    server_pb2,
-)
+from stalwart_mp.control.gen.stalwart_mp.v1 import server_pb2
 from stalwart_mp.control.token import TokenError, read_control_token
 
 DEFAULT_CONTROL = "127.0.0.1:50051"
-ENV_CONTROL = "STALWART_MP_CONTROL"
+ENV_SERVER = "STALWART_MP_SERVER"
+ENV_CONTROL = "STALWART_MP_CONTROL"  # older name of STALWART_MP_SERVER
+ENV_USER = "STALWART_MP_USER"
+ENV_PASSWORD = "STALWART_MP_PASSWORD"
 ENV_TOKEN_FILE = "STALWART_MP_TOKEN_FILE"
+ENV_CLIENT_CONFIG = "STALWART_MP_ADMIN_CONFIG"
+CLIENT_CONFIG = Path("~/.config/stalwart-mp/admin.toml")
 
 EXIT_OK = 0
-EXIT_REFUSED = 1  # the server answered: reload refused, or it reported an error
-EXIT_USAGE = 2  # bad arguments or an unusable token file
+EXIT_REFUSED = 1  # the server answered with a failure: refused, invalid, not found, exists
+EXIT_USAGE = 2  # bad arguments, or unusable credentials (token file, client config)
 EXIT_UNREACHABLE = 3  # no control plane at that address, or no answer in time
-EXIT_UNAUTHENTICATED = 4  # the control plane refused the token
+EXIT_UNAUTHENTICATED = 4  # the control plane refused the token or the credentials
+EXIT_FORBIDDEN = 5  # the credentials are valid but not an administrator's
 
 DESCRIPTION = """\
 Administer a running stalwart-mp server through its gRPC control plane.
 
 The control plane listens where the server's config says (control.bind, default
-127.0.0.1:50051, or a unix socket "unix:/path") and accepts only calls that carry its
-token, which `stalwart-mp serve` keeps in control.token inside its run directory
-(server.run-dir). Run this command on the server's host as a user who can read that file.
+127.0.0.1:50051, or a unix socket "unix:/path") and accepts calls that carry its token
+(control.token in the server's run directory: --token-file) or the user name and password
+of an account with the role "admin" (--user, --password).
+
+Connection and credentials come from the options, else the environment
+(STALWART_MP_SERVER, STALWART_MP_USER, STALWART_MP_PASSWORD, STALWART_MP_TOKEN_FILE), else
+the client config file ~/.config/stalwart-mp/admin.toml (mode 0600), e.g.:
+
+  server = "127.0.0.1:50051"   # or "unix:/run/stalwart-mp/control.sock"
+  user = "admin"
+  password = "..."             # or: token-file = "/var/lib/stalwart-mp/run/control.token"
 """
 
 EPILOG = f"""\
 examples:
-  stalwart-mp-admin --token-file /var/lib/stalwart-mp/run/control.token status
-  export {ENV_TOKEN_FILE}=/var/lib/stalwart-mp/run/control.token
-  stalwart-mp-admin status --json | jq .processes
-  stalwart-mp-admin --control unix:/run/stalwart-mp/control.sock reload
+  stalwart-mp-admin --token-file /var/lib/stalwart-mp/run/control.token server status
+  export {ENV_SERVER}=127.0.0.1:50051 {ENV_USER}=admin {ENV_PASSWORD}=secret
+  stalwart-mp-admin server status --json | jq .processes
+  stalwart-mp-admin --server unix:/run/stalwart-mp/control.sock config reload
   stalwart-mp-admin domain create example.org
   stalwart-mp-admin dns records example.org --zone
-  stalwart-mp-admin account add alice --email alice@example.org --password-stdin
-  stalwart-mp-admin account list --search example.org
+  stalwart-mp-admin account create alice@example.org --password-stdin --name "Alice L."
+  stalwart-mp-admin account update alice@example.org --quota 1000000000
+  stalwart-mp-admin group create sales@example.org --member alice@example.org
+  stalwart-mp-admin alias add alice@example.org al@example.org
+  stalwart-mp-admin app-password create alice@example.org phone
+  stalwart-mp-admin config set smtp.max-recipients 50 --reload
 
 exit status:
   {EXIT_OK}  success
-  {EXIT_REFUSED}  the server answered with a failure (e.g. reload refused: config errors)
-  {EXIT_USAGE}  bad arguments, or the token file is missing or unreadable
+  {EXIT_REFUSED}  the server answered with a failure (invalid argument, not found, already
+     exists, reload refused: config errors); the message says which
+  {EXIT_USAGE}  bad arguments, or no usable credentials (token file, client config)
   {EXIT_UNREACHABLE}  the control plane cannot be reached or did not answer in time
-  {EXIT_UNAUTHENTICATED}  the control plane refused the token
+  {EXIT_UNAUTHENTICATED}  the control plane refused the token or the user name and password
+  {EXIT_FORBIDDEN}  the account is not an administrator (role "admin")
 """
 
 
@@ -75,16 +93,24 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "--control", metavar="ADDRESS",
-        default=os.environ.get(ENV_CONTROL) or DEFAULT_CONTROL,
-        help=f'control plane address, "HOST:PORT" or "unix:/path" (default: ${ENV_CONTROL} '
-        f"or {DEFAULT_CONTROL})",
+        "--server", "--control", dest="control", metavar="ADDRESS",
+        help=f'control plane address, "HOST:PORT" or "unix:/path" (default: ${ENV_SERVER}, '
+        f"the client config, or {DEFAULT_CONTROL})",
     )
+    parser.add_argument("--user", metavar="NAME",
+                        help=f"an administrator's login (default: ${ENV_USER} or the client "
+                        "config); with it, the token file is not used")
+    parser.add_argument("--password", metavar="PASSWORD",
+                        help=f"its password (default: ${ENV_PASSWORD} or the client config; "
+                        "asked on the terminal otherwise)")
     parser.add_argument(
         "--token-file", metavar="PATH", type=Path,
-        default=os.environ.get(ENV_TOKEN_FILE) or None,
         help=f"file holding the control token: control.token in the server's run directory "
-        f"(default: ${ENV_TOKEN_FILE})",
+        f"(default: ${ENV_TOKEN_FILE} or the client config)",
+    )
+    parser.add_argument(
+        "--client-config", metavar="PATH", type=Path,
+        help=f"client config file (default: ${ENV_CLIENT_CONFIG} or {CLIENT_CONFIG})",
     )
     parser.add_argument(
         "--timeout", metavar="SECONDS", type=float, default=10.0,
@@ -108,74 +134,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     reload.add_argument("--json", action="store_true", help="print the result as JSON")
     reload.set_defaults(run=cmd_reload)
+    _add_server_commands(commands)
     from stalwart_mp.admin_cli_domains import add_dns_commands, add_domain_commands
 
     add_domain_commands(commands)
     add_dns_commands(commands)
-    _add_account_commands(commands)
+    from stalwart_mp.admin_cli_config import add_config_commands
+    from stalwart_mp.admin_cli_principals import add_principal_commands
+
+    add_principal_commands(commands)
+    add_config_commands(commands)
     return parser
 
 
-def _add_account_commands(commands: Any) -> None:
-    account = commands.add_parser(
-        "account", help="manage the accounts of the internal directory",
-        description="Create, list, show, change the password of and delete accounts. With an "
-        "external directory (SQL, LDAP) accounts are managed there, and these commands fail.",
-    )
-    actions = account.add_subparsers(dest="action", metavar="ACTION", required=True)
-    add = actions.add_parser(
-        "add", help="create an account",
-        description="Create an account (login NAME) with its addresses, the primary one "
-        "first; their domains must exist (`domain add`).",
-    )
-    add.add_argument("name", help="login name of the account, e.g. alice")
-    add.add_argument("--email", metavar="ADDRESS", action="append", default=[], required=True,
-                     help="an address of the account; repeat for aliases (primary first)")
-    secret = add.add_mutually_exclusive_group()
-    secret.add_argument("--password", metavar="PASSWORD",
-                        help="the password (visible to other users in the process list: "
-                        "prefer --password-stdin)")
-    secret.add_argument("--password-stdin", action="store_true",
-                        help="read the password from the first line of standard input")
-    add.add_argument("--quota", metavar="BYTES", type=_quota, default=0,
-                     help="storage quota in bytes (default: 0, unlimited)")
-    add.add_argument("--admin", action="store_true",
-                     help='grant the role "admin" (in addition to "user")')
-    add.add_argument("--description", default="", help="free text, e.g. the full name")
-    add.add_argument("--json", action="store_true", help="print the account as JSON")
-    add.set_defaults(run=cmd_account_add)
-
-    listing = actions.add_parser("list", help="list the accounts",
-                                 description="List the accounts in name order.")
-    listing.add_argument("--search", metavar="TEXT", default="",
-                         help="only accounts whose name, description or addresses contain TEXT")
-    listing.add_argument("--json", action="store_true", help="print the accounts as JSON")
-    listing.set_defaults(run=cmd_account_list)
-
-    show = actions.add_parser("show", help="show one account",
-                              description="Show an account (never its password).")
-    show.add_argument("name", help="login name of the account")
-    show.add_argument("--json", action="store_true", help="print the account as JSON")
-    show.set_defaults(run=cmd_account_show)
-
-    passwd = actions.add_parser(
-        "passwd", help="set the password of an account",
-        description="Replace the password of an account (its app passwords are kept). The "
-        "password is asked for on the terminal, or read from standard input.",
-    )
-    passwd.add_argument("name", help="login name of the account")
-    passwd.add_argument("--password-stdin", action="store_true",
-                        help="read the password from the first line of standard input")
-    passwd.set_defaults(run=cmd_account_passwd)
-
-    delete = actions.add_parser(
-        "delete", help="delete an account and its mail",
-        description="Delete an account; its mail is purged in the background.",
-    )
-    delete.add_argument("name", help="login name of the account")
-    delete.add_argument("--yes", action="store_true",
-                        help="confirm: the account and its mail cannot be recovered")
-    delete.set_defaults(run=cmd_account_delete)
+def _add_server_commands(commands: Any) -> None:
+    server = commands.add_parser("server", help="status and reload of the whole server",
+                                 description="The running server: its processes, listeners "
+                                 "and configuration generation; reloads.")
+    actions = server.add_subparsers(dest="action", metavar="ACTION", required=True)
+    status = actions.add_parser("status", help="show processes, listeners and configuration",
+                                description="Same as `stalwart-mp-admin status`.")
+    status.add_argument("--json", action="store_true", help="print the status as JSON")
+    status.set_defaults(run=cmd_status)
+    reload = actions.add_parser("reload", help="reload the configuration (like SIGHUP)",
+                                description="Same as `stalwart-mp-admin reload`.")
+    reload.add_argument("--json", action="store_true", help="print the result as JSON")
+    reload.set_defaults(run=cmd_reload)
 
 
 def _quota(text: str) -> int:
@@ -192,18 +176,76 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        token = _token(args.token_file)
-        with connect(args.control, token) as stub:
+        connection = resolve_connection(args, os.environ)
+        args.control = connection["server"]
+        with connect(args.control, connection.get("token"), user=connection.get("user"),
+                     password=connection.get("password")) as stub:
             return args.run(stub, args)
     except CliError as exc:
         print(f"stalwart-mp-admin: {exc}", file=sys.stderr)
         return exc.status
 
 
+def resolve_connection(args: argparse.Namespace, env: Mapping[str, str]) -> dict[str, Any]:
+    """Where to connect and with which credentials: options, else the environment, else
+    the client config file. Returns {"server", and "token" or "user" + "password"}."""
+    file = _client_config(args.client_config or env.get(ENV_CLIENT_CONFIG) or None)
+    server = (args.control or env.get(ENV_SERVER) or env.get(ENV_CONTROL)
+              or file.get("server") or DEFAULT_CONTROL)
+    user = args.user or env.get(ENV_USER) or None
+    password = args.password or env.get(ENV_PASSWORD) or None
+    token_file = args.token_file or (Path(env[ENV_TOKEN_FILE]) if env.get(ENV_TOKEN_FILE)
+                                     else None)
+    if user is None and token_file is None:  # nothing from options or environment: the file
+        user = file.get("user")
+        password = password or file.get("password")
+        if user is None and file.get("token-file"):
+            token_file = Path(str(file["token-file"])).expanduser()
+    if user is not None:
+        if password is None:
+            password = _ask_password(user)
+        return {"server": server, "user": user, "password": password}
+    return {"server": server, "token": _token(token_file)}
+
+
+def _client_config(path: str | Path | None) -> dict[str, Any]:
+    """The client config file: the given one (it must exist), else the default (optional)."""
+    explicit = path is not None
+    path = Path(path if explicit else CLIENT_CONFIG).expanduser()
+    try:
+        st = path.stat()
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        if explicit:
+            raise CliError(f"client config {path} does not exist", EXIT_USAGE) from None
+        return {}
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise CliError(f"cannot read the client config {path}: {exc}", EXIT_USAGE) from None
+    unknown = set(data) - {"server", "user", "password", "token-file"}
+    if unknown:
+        raise CliError(f"client config {path}: unknown key(s) {', '.join(sorted(unknown))} "
+                       "(expected server, user, password, token-file)", EXIT_USAGE)
+    if "password" in data and st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise CliError(f"client config {path} holds a password and has mode "
+                       f"{stat.S_IMODE(st.st_mode):04o}: other users can read it; run "
+                       f"`chmod 600 {path}`", EXIT_USAGE)
+    return data
+
+
+def _ask_password(user: str) -> str:
+    if not sys.stdin.isatty():
+        raise CliError(f"no password for {user}: pass --password, set {ENV_PASSWORD}, or put "
+                       f"it in {CLIENT_CONFIG}", EXIT_USAGE)
+    import getpass
+
+    return getpass.getpass(f"password of {user}: ")
+
+
 def _token(path: Path | None) -> str:
     if path is None:
         raise CliError(
-            f"no control token: pass --token-file PATH or set {ENV_TOKEN_FILE} to the "
+            f"no credentials: pass --user NAME (and --password) of an administrator, or "
+            f"--token-file PATH (or set {ENV_USER}/{ENV_PASSWORD} or {ENV_TOKEN_FILE}) to the "
             "control.token file in the server's run directory (server.run-dir)", EXIT_USAGE,
         )
     try:
@@ -230,104 +272,6 @@ def cmd_reload(stub: ControlStub, args: argparse.Namespace) -> int:
         for error in result.errors:
             print(f"  - {error}")
     return EXIT_OK if result.applied else EXIT_REFUSED
-
-
-def _principals(stub: ControlStub) -> principals_pb2_grpc.PrincipalsStub:
-    return principals_pb2_grpc.PrincipalsStub(stub.channel)
-
-
-def cmd_account_add(stub: ControlStub, args: argparse.Namespace) -> int:
-    password = args.password or ""
-    if args.password_stdin:
-        password = _stdin_password()
-    request = principals_pb2.CreatePrincipalRequest(
-        name=args.name, type="individual", password=password, emails=args.email,
-        description=args.description, quota_bytes=args.quota,
-        roles=["user", "admin"] if args.admin else [],
-    )
-    account = _call(_principals(stub).CreatePrincipal, request, args.control, args.timeout)
-    if args.json:
-        print(_to_json(account))
-    else:
-        print(f"account {account.name} created ({', '.join(account.emails)})"
-              + ("" if password else "; it has no password yet: "
-                 f"`stalwart-mp-admin account passwd {account.name}`"))
-    return EXIT_OK
-
-
-def cmd_account_list(stub: ControlStub, args: argparse.Namespace) -> int:
-    accounts: list[principals_pb2.Principal] = []
-    token = ""
-    while True:
-        page = _call(_principals(stub).ListPrincipals,
-                     principals_pb2.ListPrincipalsRequest(
-                         type="individual", search=args.search, page_token=token,
-                         page_size=500),
-                     args.control, args.timeout)
-        accounts += page.principals
-        token = page.next_page_token
-        if not token:
-            break
-    if args.json:
-        print(json.dumps([json.loads(_to_json(a)) for a in accounts], indent=2))
-        return EXIT_OK
-    rows = _table(
-        ("NAME", "EMAILS", "QUOTA", "ROLES", "STATE"),
-        [(a.name, ", ".join(a.emails), _size(a.quota_bytes), ", ".join(a.roles),
-          "disabled" if a.disabled else "active") for a in accounts],
-    )
-    print("\n".join(row[2:] for row in rows) if accounts else "no accounts")
-    return EXIT_OK
-
-
-def cmd_account_show(stub: ControlStub, args: argparse.Namespace) -> int:
-    p = _call(_principals(stub).GetPrincipal, principals_pb2.GetPrincipalRequest(name=args.name),
-              args.control, args.timeout)
-    if args.json:
-        print(_to_json(p))
-        return EXIT_OK
-    rows = [
-        ("name", p.name), ("id", str(p.id)), ("type", p.type),
-        ("description", p.description or "-"), ("emails", ", ".join(p.emails) or "-"),
-        ("quota", _size(p.quota_bytes)),
-        ("max messages", str(p.quota_messages) if p.quota_messages else "unlimited"),
-        ("roles", ", ".join(p.roles) or "-"), ("member of", ", ".join(p.member_of) or "-"),
-        ("state", "disabled" if p.disabled else "active"),
-        ("app passwords", ", ".join(p.app_passwords) or "-"),
-    ]
-    if p.members:
-        rows.insert(5, ("members", ", ".join(p.members)))
-    print("\n".join(f"{label:<14}{value}" for label, value in rows))
-    return EXIT_OK
-
-
-def cmd_account_passwd(stub: ControlStub, args: argparse.Namespace) -> int:
-    if args.password_stdin:
-        password = _stdin_password()
-    else:
-        import getpass
-
-        if not sys.stdin.isatty():
-            raise CliError("standard input is not a terminal: pass --password-stdin to read "
-                           "the password from it", EXIT_USAGE)
-        password = getpass.getpass(f"new password for {args.name}: ")
-        if getpass.getpass("again: ") != password:
-            raise CliError("the passwords differ; nothing changed", EXIT_USAGE)
-    _call(_principals(stub).SetPassword,
-          principals_pb2.SetPasswordRequest(name=args.name, password=password),
-          args.control, args.timeout)
-    print(f"password of {args.name} changed")
-    return EXIT_OK
-
-
-def cmd_account_delete(stub: ControlStub, args: argparse.Namespace) -> int:
-    if not args.yes:
-        raise CliError(f"deleting {args.name} also deletes its mail, for good: "
-                       "add --yes to confirm", EXIT_USAGE)
-    _call(_principals(stub).DeletePrincipal,
-          principals_pb2.DeletePrincipalRequest(name=args.name), args.control, args.timeout)
-    print(f"account {args.name} deleted")
-    return EXIT_OK
 
 
 def _stdin_password() -> str:
@@ -366,8 +310,10 @@ def _explain(exc: grpc.RpcError, address: str) -> CliError:
         return CliError(f"the control plane at {address} did not answer in time: {details}",
                         EXIT_UNREACHABLE)
     if code == grpc.StatusCode.UNAUTHENTICATED:
-        return CliError(f"the control plane at {address} refused the token: {details}",
+        return CliError(f"the control plane at {address} refused the credentials: {details}",
                         EXIT_UNAUTHENTICATED)
+    if code == grpc.StatusCode.PERMISSION_DENIED:
+        return CliError(f"the control plane at {address} refused: {details}", EXIT_FORBIDDEN)
     return CliError(f"the control plane at {address} answered {code.name}: {details}",
                     EXIT_REFUSED)
 

@@ -93,6 +93,10 @@ class DirectoryManager:
         if password:
             self._set_secret(p, password)
         created = await self._create(p, extra_keys=[])
+        if type == PrincipalType.GROUP:  # each member names its groups in member_of
+            for member in p.members:
+                await self._modify(member, lambda m: m.member_of.append(created.name)
+                                   if created.name not in m.member_of else None)
         for group in member_of:
             await self.add_member(group, created.name)
         return await self.directory.principal(created.name) or created

@@ -205,12 +205,12 @@ def test_admin_cli_explains_failures(control, tmp_path):
     refused = subprocess.run([str(ADMIN), "status"], check=False, capture_output=True, text=True,
                              timeout=60, env=env)
     assert refused.returncode == 4
-    assert "refused the token: invalid control token" in refused.stderr
+    assert "refused the credentials: invalid control token" in refused.stderr
     env.pop("STALWART_MP_TOKEN_FILE")
     no_token = subprocess.run([str(ADMIN), "status"], check=False, capture_output=True, text=True,
                               timeout=60, env=env)
     assert no_token.returncode == 2
-    assert "no control token: pass --token-file PATH" in no_token.stderr
+    assert "no credentials: pass --user NAME" in no_token.stderr and "--token-file PATH" in no_token.stderr
 
 
 def test_sigterm_stops_gracefully(control):
