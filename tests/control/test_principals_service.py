@@ -210,3 +210,142 @@ def test_directory_errors_map_to_status_codes():
         ("the password must not be empty", grpc.StatusCode.INVALID_ARGUMENT),
     ]:
         assert status_of(DirectoryError(message)) == code, message
+
+
+# --- update, rename, groups, lists, app passwords, usage over gRPC --------------------------
+
+
+def _stub(env: Env):
+    token = env.token_file.read_text().strip()
+    stub = connect(env.bind, token)
+    return stub, principals_pb2_grpc.PrincipalsStub(stub.channel)
+
+
+def _code(call, request) -> tuple[grpc.StatusCode, str]:
+    with pytest.raises(grpc.RpcError) as failure:
+        call(request, timeout=30)
+    return failure.value.code(), failure.value.details()
+
+
+def test_update_rename_app_passwords_and_usage(env):
+    """Runs after the test above: frank exists and received one message."""
+    stub, principals = _stub(env)
+    with stub:
+        usage = principals.GetUsage(principals_pb2.GetUsageRequest(name="frank"), timeout=30)
+        assert (usage.name, usage.quota_bytes, usage.used_messages) == ("frank", 1000000, 1)
+        assert 100 < usage.used_bytes < 2000
+
+        updated = principals.UpdatePrincipal(principals_pb2.UpdatePrincipalRequest(
+            name="frank", description="Frank F.", quota_bytes=0, quota_messages=50,
+            add_emails=[f"frankie@{DOMAIN}"], remove_emails=[f"f@{DOMAIN}"],
+            roles=principals_pb2.StringList(values=["user", "admin"]), disabled=True),
+            timeout=30)
+        assert (updated.description, updated.quota_bytes, updated.quota_messages,
+                list(updated.emails), list(updated.roles), updated.disabled) == (
+            "Frank F.", 0, 50, [f"frank@{DOMAIN}", f"frankie@{DOMAIN}"], ["user", "admin"],
+            True)
+        # unset fields are kept; an empty role list is a change (presence)
+        kept = principals.UpdatePrincipal(principals_pb2.UpdatePrincipalRequest(
+            name="frank", disabled=False, roles=principals_pb2.StringList()), timeout=30)
+        assert (kept.description, kept.quota_messages, list(kept.roles), kept.disabled) == (
+            "Frank F.", 50, [], False)
+
+        # INVALID_ARGUMENT names the field; nothing of a refused request is applied
+        update = principals.UpdatePrincipal
+        for request, field in [
+            (principals_pb2.UpdatePrincipalRequest(name="frank", description="no",
+                                                   add_emails=["x@nowhere.test"]),
+             "add_emails"),
+            (principals_pb2.UpdatePrincipalRequest(name="frank",
+                                                   remove_emails=[f"zz@{DOMAIN}"]),
+             "remove_emails"),
+            (principals_pb2.UpdatePrincipalRequest(name="frank", add_members=["x"]),
+             "add_members"),
+            (principals_pb2.UpdatePrincipalRequest(
+                name="frank", roles=principals_pb2.StringList(values=["bad role"])), "roles"),
+            (principals_pb2.UpdatePrincipalRequest(name=""), "name"),
+        ]:
+            code, details = _code(update, request)
+            assert code == grpc.StatusCode.INVALID_ARGUMENT, details
+            assert details.startswith(f"{field}: "), details
+        assert principals.GetPrincipal(principals_pb2.GetPrincipalRequest(name="frank"),
+                                       timeout=30).description == "Frank F."
+        assert _code(update, principals_pb2.UpdatePrincipalRequest(name="nobody"))[0] == (
+            grpc.StatusCode.NOT_FOUND)
+
+        # groups and lists with members
+        principals.CreatePrincipal(principals_pb2.CreatePrincipalRequest(
+            name="ops", type="group", emails=[f"ops@{DOMAIN}"], members=["frank"]), timeout=30)
+        assert list(principals.GetPrincipal(principals_pb2.GetPrincipalRequest(name="frank"),
+                                            timeout=30).member_of) == ["ops"]
+        principals.CreatePrincipal(principals_pb2.CreatePrincipalRequest(
+            name="announce", type="list", emails=[f"announce@{DOMAIN}"],
+            members=["a@elsewhere.test"]), timeout=30)
+        members = principals.UpdatePrincipal(principals_pb2.UpdatePrincipalRequest(
+            name="announce", add_members=["B@Elsewhere.Test"],
+            remove_members=["a@elsewhere.test"]), timeout=30).members
+        assert list(members) == ["b@elsewhere.test"]
+        lists = principals.ListPrincipals(principals_pb2.ListPrincipalsRequest(type="list"),
+                                          timeout=30)
+        assert [p.name for p in lists.principals] == ["announce"]
+        found = principals.ListPrincipals(principals_pb2.ListPrincipalsRequest(
+            search="FRANKIE@"), timeout=30)
+        assert [p.name for p in found.principals] == ["frank"]
+
+        # rename: the group follows; NOT_FOUND, ALREADY_EXISTS, INVALID_ARGUMENT naming new_name
+        renamed = principals.RenamePrincipal(principals_pb2.RenamePrincipalRequest(
+            name="frank", new_name="franklin"), timeout=30)
+        assert (renamed.name, renamed.id) == ("franklin", usage_id(principals, "franklin"))
+        assert list(principals.GetPrincipal(principals_pb2.GetPrincipalRequest(name="ops"),
+                                            timeout=30).members) == ["franklin"]
+        rename = principals.RenamePrincipal
+        assert _code(rename, principals_pb2.RenamePrincipalRequest(
+            name="nobody", new_name="x"))[0] == grpc.StatusCode.NOT_FOUND
+        assert _code(rename, principals_pb2.RenamePrincipalRequest(
+            name="franklin", new_name="ops"))[0] == grpc.StatusCode.ALREADY_EXISTS
+        code, details = _code(rename, principals_pb2.RenamePrincipalRequest(
+            name="franklin", new_name="bad name!"))
+        assert (code, details.split(":")[0]) == (grpc.StatusCode.INVALID_ARGUMENT, "new_name")
+        # the mail stays with the account
+        assert principals.GetUsage(principals_pb2.GetUsageRequest(name="franklin"),
+                                   timeout=30).used_messages == 1
+
+        # app passwords: the secret once, names listed, revoke
+        created = principals.CreateAppPassword(principals_pb2.CreateAppPasswordRequest(
+            name="franklin", label="phone"), timeout=30)
+        assert created.label == "phone" and len(created.secret) == 19
+        listed = principals.ListAppPasswords(principals_pb2.ListAppPasswordsRequest(
+            name="franklin"), timeout=30)
+        assert [a.label for a in listed.app_passwords] == ["phone"]
+        assert created.secret.encode() not in listed.SerializeToString()
+        assert _code(principals.CreateAppPassword, principals_pb2.CreateAppPasswordRequest(
+            name="franklin", label="phone"))[0] == grpc.StatusCode.ALREADY_EXISTS
+        code, details = _code(principals.CreateAppPassword,
+                              principals_pb2.CreateAppPasswordRequest(name="ops", label="x"))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and "not an account" in details
+        principals.RevokeAppPassword(principals_pb2.RevokeAppPasswordRequest(
+            name="franklin", label="phone"), timeout=30)
+        assert _code(principals.RevokeAppPassword, principals_pb2.RevokeAppPasswordRequest(
+            name="franklin", label="phone"))[0] == grpc.StatusCode.NOT_FOUND
+        assert _code(principals.GetUsage, principals_pb2.GetUsageRequest(
+            name="nobody"))[0] == grpc.StatusCode.NOT_FOUND
+
+
+def usage_id(principals, name: str) -> int:
+    return principals.GetPrincipal(principals_pb2.GetPrincipalRequest(name=name),
+                                   timeout=30).id
+
+
+def test_field_of_and_peer_ip():
+    from stalwart_mp.control.auth import peer_ip
+    from stalwart_mp.control.principals_service import field_of
+    from stalwart_mp.directory.base import DirectoryError
+
+    assert field_of(DirectoryError('"x" is not an e-mail address')) == "emails"
+    assert field_of(DirectoryError('"x" is not an e-mail address'),
+                    {"emails": "add_emails"}) == "add_emails"
+    assert field_of(DirectoryError("something else")) is None
+    assert peer_ip("ipv4:192.0.2.1:5000") == "192.0.2.1"
+    assert peer_ip("ipv6:[::ffff:192.0.2.1]:5000") == "192.0.2.1"
+    assert peer_ip("ipv6:[2001:db8::1]:5000") == "2001:db8::1"
+    assert peer_ip("unix:/run/x.sock") == "127.0.0.1"
