@@ -392,3 +392,23 @@ def test_only_administrators_manage_domains(env):
     log_text = (env.server.folder / "server.log").read_text(errors="replace")
     assert any("domain.create" in line and "root.example" in line and "root" in line
                for line in log_text.splitlines() if "control change" in line)
+
+
+def test_a_domain_made_without_keys_gets_them_by_rotation(env):
+    month = time.strftime("%Y%m", time.gmtime())
+    env.principals.CreateDomain(principals_pb2.CreateDomainRequest(name="nokeys.example"),
+                                timeout=30)
+    bare = env.domains.GetDomain(domains_pb2.GetDomainRequest(name="nokeys.example"),
+                                 timeout=30)
+    assert list(bare.dkim_keys) == []
+    records = env.dns_stub.Records(dns_pb2.DnsRecordsRequest(domain="nokeys.example"),
+                                   timeout=30).records
+    assert not any("_domainkey" in r.name for r in records)
+    assert any(r.type == "MX" for r in records)
+    keyed = env.domains.RotateDkim(domains_pb2.RotateDkimRequest(name="nokeys.example"),
+                                   timeout=30)
+    assert [k.selector for k in keyed.dkim_keys] == [f"{month}e", f"{month}r"]
+    records = env.dns_stub.Records(dns_pb2.DnsRecordsRequest(domain="nokeys.example"),
+                                   timeout=30).records
+    assert sorted(r.name for r in records if "_domainkey" in r.name) == [
+        f"{month}e._domainkey.nokeys.example", f"{month}r._domainkey.nokeys.example"]
