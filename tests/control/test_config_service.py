@@ -192,6 +192,23 @@ def test_reload_with_broken_stored_settings_keeps_the_running_config(server):
     assert result.generation == before + 1
 
 
+def test_stored_settings_apply_at_start_and_survive_a_lost_run_folder(server):
+    """Stored now: server.workers = 2 (the update test)."""
+    mirror = server.run_dir / "stored-settings.json"
+    server.stop()
+    server.start(wait_workers=2)  # the master reads the mirror at start
+    assert server.status()["generation"] == 1
+
+    server.stop()
+    mirror.unlink()  # e.g. a run folder on tmpfs after a reboot
+    server.start(wait_workers=1)
+    # the master started on the file alone; the control child rewrites the mirror from the
+    # data store and asks the master to reload
+    server.wait_for(lambda: (server.status() or {}).get("generation") == 2, "the reload")
+    server.wait_for(lambda: len(server.worker_pids()) == 2, "two workers")
+    assert json.loads(mirror.read_text()) == {"settings": {"server.workers": 2}}
+
+
 def test_admin_credentials_non_admin_refused_audit_and_ban(server):
     with _stub(server) as stub:
         principals = principals_pb2_grpc.PrincipalsStub(stub.channel)
