@@ -200,7 +200,8 @@ def build_records(domain: str, setup: HostSetup, keys: Iterable[DkimKey],
 
     add(domain, "MX", f"{MX_PREFERENCE} {host}.", "mail exchanger")
     add(domain, "TXT", "v=spf1 mx ra=postmaster -all", "SPF of the domain")
-    add(host, "TXT", "v=spf1 a ra=postmaster -all", "SPF of the mail host (HELO)")
+    if host != domain:  # one SPF record per name (RFC 7208 §3.2); "mx" covers the host then
+        add(host, "TXT", "v=spf1 a ra=postmaster -all", "SPF of the mail host (HELO)")
     for key in keys:
         add(key.dns_name, "TXT", key.txt_record(),
             f"DKIM key {key.selector} ({key.algorithm})")

@@ -285,3 +285,9 @@ async def test_check_published_missing_different_and_error(keys, chain):
     assert {c.status for c in tlsa if not c.record.value.startswith("3 1 1")} == {
         RecordStatus.DIFFERENT}
     assert sum(s == RecordStatus.PUBLISHED for s in status.values()) == 6
+
+
+def test_one_spf_record_when_the_host_is_the_domain(keys, chain):
+    records = build_records("example.org", HostSetup("example.org", LISTENERS[:1], chain), keys)
+    assert _by(records, "TXT", "example.org") == ["v=spf1 mx ra=postmaster -all"]
+    assert _by(records, "MX", "example.org") == ["10 example.org."]
