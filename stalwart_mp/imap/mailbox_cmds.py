@@ -236,12 +236,19 @@ async def cmd_status(session, cmd: c.Status):
 # --- APPEND (RFC 9051 §6.3.12, RFC 3502, RFC 4315, RFC 3516) -----------------------------------
 
 async def cmd_append(session, cmd: c.Append):
+    box, uids = await append_messages(session, cmd.mailbox, cmd.messages)
+    # RFC 4315 §3 APPENDUID; with MULTIAPPEND, the set of UIDs
+    return "APPEND completed", f"APPENDUID {box.uidvalidity} {w.sequence_set(uids)}"
+
+
+async def append_messages(session, mailbox: str, messages: list[c.AppendMessage]):
+    """Store ``messages`` in ``mailbox``, all or none; returns (mailbox, UIDs)."""
     services = session.services
     mail = services.mail
     folders = await _folders(session)
-    box = folders.find(cmd.mailbox)
+    box = folders.find(mailbox)
     if box is None:
-        raise No(f'No mailbox "{cmd.mailbox}"', "TRYCREATE")
+        raise No(f'No mailbox "{mailbox}"', "TRYCREATE")
     principal = session.principal
     quota = Quota(principal.quota_bytes, principal.quota_messages)
     from stalwart_mp.mail.ingest import parse_message, to_record
@@ -249,7 +256,7 @@ async def cmd_append(session, cmd: c.Append):
     done: list[int] = []
     uids: list[int] = []
     try:
-        for msg in cmd.messages:
+        for msg in messages:
             if len(msg.data) > session.server.max_message_size:
                 raise No("Message too big", "TOOBIG")
             if not msg.data:
@@ -276,15 +283,11 @@ async def cmd_append(session, cmd: c.Append):
         raise No(str(exc), "OVERQUOTA") from None
     except NoSuchMailbox:
         await _undo(session, done)
-        raise No(f'No mailbox "{cmd.mailbox}"', "TRYCREATE") from None
-    except No:
-        await _undo(session, done)
-        raise
+        raise No(f'No mailbox "{mailbox}"', "TRYCREATE") from None
     except BaseException:
         await _undo(session, done)
         raise
-    # RFC 4315 §3 APPENDUID; with MULTIAPPEND, the set of UIDs
-    return "APPEND completed", f"APPENDUID {box.uidvalidity} {w.sequence_set(uids)}"
+    return box, uids
 
 
 async def _undo(session, email_ids: list[int]) -> None:

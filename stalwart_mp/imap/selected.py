@@ -381,6 +381,29 @@ async def cmd_sort(session, cmd: c.Search):
     return await cmd_search(session, cmd)
 
 
+async def cmd_thread(session, cmd: c.Search):
+    from stalwart_mp.imap.thread import cmd_thread as run
+
+    return await run(session, cmd)
+
+
+async def cmd_replace(session, cmd: c.Replace):
+    """RFC 8508 §3: APPEND the new message, then expunge the old one (§3.3: the APPENDUID
+    goes in an untagged OK, the EXPUNGE follows, the tagged OK has no code)."""
+    from stalwart_mp.imap.mailbox_cmds import append_messages
+
+    sel = session.selected
+    _require_writable(session)
+    targets = sel.resolve(session, cmd.uid, cmd.sequence)
+    if not targets:
+        raise No("No such message to replace", status="BAD" if not cmd.uid else "NO")
+    box, uids = await append_messages(session, cmd.mailbox, [cmd.message])
+    session.out(w.status("OK", "Replacement appended",
+                         f"APPENDUID {box.uidvalidity} {uids[0]}"))
+    await session.services.mail.remove_from_mailbox(session.acct, sel.mid, [targets[0][1]])
+    return "REPLACE completed"
+
+
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 

@@ -12,6 +12,7 @@ import asyncio
 import base64
 import enum
 import logging
+import zlib
 
 from stalwart_mp import logs
 from stalwart_mp.imap.protocol import commands as c
@@ -43,9 +44,9 @@ ANY = {"CAPABILITY", "NOOP", "LOGOUT", "ID"}
 NOT_AUTH = {"STARTTLS", "LOGIN", "AUTHENTICATE"}
 AUTH = {"ENABLE", "SELECT", "EXAMINE", "CREATE", "DELETE", "RENAME", "SUBSCRIBE",
         "UNSUBSCRIBE", "LIST", "LSUB", "NAMESPACE", "STATUS", "APPEND", "IDLE",
-        "GETQUOTA", "GETQUOTAROOT", "SETQUOTA", "UNAUTHENTICATE"}
+        "GETQUOTA", "GETQUOTAROOT", "SETQUOTA", "UNAUTHENTICATE", "COMPRESS"}
 SELECTED = {"CLOSE", "UNSELECT", "EXPUNGE", "SEARCH", "FETCH", "STORE", "COPY", "MOVE",
-            "CHECK", "SORT", "THREAD"}
+            "CHECK", "SORT", "THREAD", "REPLACE"}
 _NO_SYNC = {"SELECT", "EXAMINE", "LOGOUT", "UNSELECT", "CLOSE", "UNAUTHENTICATE"}
 _NO_EXPUNGE = {"FETCH", "STORE", "SEARCH", "SORT", "THREAD"}
 ENABLEABLE = {"IMAP4REV2", "CONDSTORE", "QRESYNC", "UTF8=ACCEPT"}
@@ -74,6 +75,8 @@ class ImapSession(asyncio.Protocol):
         self._writable.set()
         self._timer: asyncio.TimerHandle | None = None
         self._closed = False
+        self._inflate = None          # COMPRESS=DEFLATE (RFC 4978) streams once active
+        self._deflate = None
 
     # --- properties -------------------------------------------------------------------
 
@@ -122,6 +125,13 @@ class ImapSession(asyncio.Protocol):
                              "CAPABILITY " + " ".join(self.capabilities())))
 
     def data_received(self, data: bytes) -> None:
+        if self._inflate is not None:
+            try:
+                data = self._inflate.decompress(data)
+            except zlib.error:
+                log.info("bad compressed data")
+                self._close()
+                return
         self.reader.feed(data)
         self._input.set()
         self._touch()
@@ -170,6 +180,8 @@ class ImapSession(asyncio.Protocol):
 
     def _write(self, data: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
+            if self._deflate is not None:
+                data = self._deflate.compress(data) + self._deflate.flush(zlib.Z_SYNC_FLUSH)
             self.transport.write(data)
 
     def out(self, data: bytes) -> None:
@@ -304,7 +316,10 @@ class ImapSession(asyncio.Protocol):
                 "ESEARCH", "SEARCHRES", "WITHIN", "SORT", "ESORT", "SORT=DISPLAY",
                 "CONDSTORE", "QRESYNC", "MULTIAPPEND", "BINARY", "QUOTA", "QUOTA=RES-STORAGE",
                 "QUOTA=RES-MESSAGE", "OBJECTID", "PREVIEW", "SAVEDATE", "UTF8=ACCEPT",
-                "UNAUTHENTICATE", f"APPENDLIMIT={self.server.max_message_size}"]
+                "UNAUTHENTICATE", f"APPENDLIMIT={self.server.max_message_size}",
+                "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES", "REPLACE"]
+        if self._deflate is None:
+            caps.append("COMPRESS=DEFLATE")
         if self.state == State.NOT_AUTHENTICATED:
             from stalwart_mp.auth.sasl import mechanisms_for
 
@@ -365,6 +380,22 @@ class ImapSession(asyncio.Protocol):
         self.saved_uids = []
         self.state = State.NOT_AUTHENTICATED
         return "UNAUTHENTICATE completed"
+
+    async def cmd_compress(self, cmd: c.Compress):
+        """RFC 4978 §3: after the tagged OK both directions are raw DEFLATE (no zlib
+        header); bytes the client sent after the command are already compressed."""
+        if self._deflate is not None:
+            raise No("Compression is already active", "COMPRESSIONACTIVE")
+        if cmd.mechanism != "DEFLATE":
+            raise No(f"Unknown compression mechanism {cmd.mechanism}", status="BAD")
+        await self.flush()
+        self._write(w.tagged(cmd.tag, "OK", "DEFLATE active"))
+        # no await from here on: nothing can arrive between the switch and the hand-over
+        self._inflate = zlib.decompressobj(-15)
+        self._deflate = zlib.compressobj(6, zlib.DEFLATED, -15)
+        pending = self.reader.take_buffer()
+        if pending:
+            self.reader.feed(self._inflate.decompress(pending))
 
     # --- not authenticated (RFC 9051 §6.2) -------------------------------------------------
 

@@ -285,12 +285,12 @@ def test_fetch_envelope_and_macros(srv):
     conn = connect(srv)
     name = new_box(conn, MESSAGE)
     conn.select(name)
-    typ, data = conn.fetch("1", "ALL")
+    _typ, data = conn.fetch("1", "ALL")
     assert b'ENVELOPE ("Mon, 7 Feb 1994 21:52:25 -0800" "Hello there" (("Ann Example" NIL ' \
            b'"ann" "remote.test")) (("Ann Example" NIL "ann" "remote.test")) (("Ann Example" ' \
            b'NIL "ann" "remote.test")) ((NIL NIL "alice" "example.org")) NIL NIL NIL ' \
            b'"<m1@remote.test>")' in data[0]
-    typ, data = conn.uid("FETCH", "1:*", "(EMAILID THREADID SAVEDATE PREVIEW)")
+    _, data = conn.uid("FETCH", "1:*", "(EMAILID THREADID SAVEDATE PREVIEW)")
     assert re.search(rb"UID 1 EMAILID \(M\d+\) THREADID \(T\d+\) SAVEDATE \"\d\d-\w{3}-\d{4} "
                      rb"[\d:]{8} \+0000\" PREVIEW \"Hello Alice.\"", data[0]), data
     with pytest.raises(imaplib.IMAP4.error, match="beyond the last message"):
@@ -304,13 +304,13 @@ def test_store_flags(srv):
     conn = connect(srv)
     name = new_box(conn, MESSAGE, MESSAGE, MESSAGE)
     conn.select(name)
-    typ, data = conn.store("1:2", "+FLAGS", "(\\Deleted $Junk)")
+    _, data = conn.store("1:2", "+FLAGS", "(\\Deleted $Junk)")
     assert data == [b"1 (FLAGS (\\Deleted $Junk))", b"2 (FLAGS (\\Deleted $Junk))"]
-    typ, data = conn.store("2", "-FLAGS", "($Junk)")
+    _typ, data = conn.store("2", "-FLAGS", "($Junk)")
     assert data == [b"2 (FLAGS (\\Deleted))"]
-    typ, data = conn.store("3", "FLAGS.SILENT", "(\\Answered)")
+    _, data = conn.store("3", "FLAGS.SILENT", "(\\Answered)")
     assert data == [None]
-    typ, data = conn.uid("STORE", "3", "FLAGS", "(\\Seen)")
+    _, data = conn.uid("STORE", "3", "FLAGS", "(\\Seen)")
     assert data == [b"3 (UID 3 FLAGS (\\Seen))"]
     with pytest.raises(imaplib.IMAP4.error, match="not a flag"):
         conn.store("1", "+FLAGS", "(\\Recentx)")
@@ -417,7 +417,7 @@ def test_other_sessions_changes_on_noop(srv):
     b.store("1", "+FLAGS", "(\\Deleted)")
     b.expunge()
     # FETCH does not announce expunges (stable sequence numbers) but does announce new flags
-    typ, data = a.fetch("3", "(UID)")  # sequence numbers unchanged until announced
+    _, data = a.fetch("3", "(UID)")  # sequence numbers unchanged until announced
     assert b"3 (UID 3)" in data and b"2 (UID 2 FLAGS (\\Flagged))" in data
     assert "EXPUNGE" not in a.untagged_responses
     assert untagged(a, "EXISTS") == [b"4"]  # EXISTS may come with any response
@@ -557,3 +557,74 @@ def test_client_vanishing_mid_append_leaves_nothing(srv):
     assert conn.status(name, "(MESSAGES UIDNEXT)")[1] == \
         [f'"{name}" (MESSAGES 0 UIDNEXT 1)'.encode()]
     conn.logout()
+
+
+# --- THREAD, REPLACE, COMPRESS -------------------------------------------------------------------
+
+def _msg(subject: str, mid: str, refs: str = "", date: str = "Mon, 7 Feb 1994 21:52:25 -0800"
+         ) -> bytes:
+    head = f"From: a@b.test\r\nSubject: {subject}\r\nMessage-ID: <{mid}>\r\nDate: {date}\r\n"
+    if refs:
+        head += f"References: {refs}\r\n"
+    return (head + "\r\nbody\r\n").encode()
+
+
+def test_thread_orderedsubject_and_references(srv):
+    conn = connect(srv)
+    name = new_box(conn,
+                   _msg("Topic", "a@x", date="Mon, 7 Feb 1994 10:00:00 +0000"),
+                   _msg("Other", "b@x", date="Mon, 7 Feb 1994 11:00:00 +0000"),
+                   _msg("Re: Topic", "c@x", "<a@x>", date="Mon, 7 Feb 1994 12:00:00 +0000"),
+                   _msg("Re: Topic", "d@x", "<a@x> <c@x>",
+                        date="Mon, 7 Feb 1994 13:00:00 +0000"),
+                   _msg("Re: Topic", "e@x", "<a@x>", date="Mon, 7 Feb 1994 14:00:00 +0000"))
+    conn.select(name)
+    conn._simple_command("THREAD", "ORDEREDSUBJECT", "UTF-8", "ALL")
+    assert conn.untagged_responses.pop("THREAD") == [b"(1 (3)(4)(5))(2)"]
+    conn._simple_command("THREAD", "REFERENCES", "UTF-8", "ALL")
+    assert conn.untagged_responses.pop("THREAD") == [b"(1 (3 4)(5))(2)"]
+    _, data = conn.uid("THREAD", "REFERENCES", "UTF-8", "NOT 2")
+    assert data == [b"(1 (3 4)(5))"]
+    conn.logout()
+
+
+def test_replace(srv):
+    conn = connect(srv)
+    name = new_box(conn, MESSAGE, MESSAGE)
+    dst = new_box(conn)
+    raw = Raw(srv.ports["imap"])
+    raw.cmd(b"LOGIN alice alice-pw")
+    raw.cmd(b"SELECT " + name.encode())
+    new = b"Subject: draft v2\r\n\r\nv2\r\n"
+    lines = raw.cmd(b"REPLACE 1 %s (\\Draft) {%d+}\r\n" % (name.encode(), len(new)) + new)
+    assert re.fullmatch(rb"\* OK \[APPENDUID \d+ 3\] Replacement appended", lines[0])
+    # RFC 8508 §3.3: the old message's EXPUNGE, the new one's EXISTS (it is in this mailbox)
+    assert lines[1:] == [b"* 1 EXPUNGE", b"* 2 EXISTS", b"t OK REPLACE completed"]
+    lines = raw.cmd(b"UID REPLACE 2 %s {%d+}\r\n" % (dst.encode(), len(new)) + new)
+    assert re.fullmatch(rb"\* OK \[APPENDUID \d+ 1\] Replacement appended", lines[0])
+    assert raw.cmd(b"UID SEARCH ALL")[0] == b"* SEARCH 3"
+    raw.close()
+    conn.logout()
+
+
+def test_compress_deflate(srv):
+    import zlib
+
+    raw = Raw(srv.ports["imap"])
+    raw.cmd(b"LOGIN alice alice-pw")
+    raw.send(b"c COMPRESS DEFLATE\r\n")
+    assert raw.line() == b"c OK DEFLATE active"
+    out = zlib.compressobj(6, zlib.DEFLATED, -15)
+    inflate = zlib.decompressobj(-15)
+    raw.send(out.compress(b"n NOOP\r\nl LIST \"\" INBOX\r\n") + out.flush(zlib.Z_SYNC_FLUSH))
+    data = b""
+    while b"l OK" not in data:
+        data += inflate.decompress(raw.sock.recv(4096))
+    assert data == (b"n OK NOOP completed\r\n* LIST (\\HasNoChildren) \"/\" \"INBOX\"\r\n"
+                    b"l OK LIST completed\r\n")
+    raw.send(out.compress(b"c2 COMPRESS DEFLATE\r\n") + out.flush(zlib.Z_SYNC_FLUSH))
+    data = b""
+    while b"\r\n" not in data:
+        data += inflate.decompress(raw.sock.recv(4096))
+    assert data.startswith(b"c2 NO [COMPRESSIONACTIVE]")
+    raw.close()

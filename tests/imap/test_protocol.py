@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from stalwart_mp.imap.protocol import commands as c
 from stalwart_mp.imap.protocol import reader as r
@@ -248,3 +250,39 @@ def test_modified_utf7_round_trip():
     assert writer.mailbox_name("Entwürfe", True) == '"Entwürfe"'.encode()
     with pytest.raises(utf7.Utf7Error):
         utf7.decode("&U,BTFw")
+
+
+# --- fuzzing: any bytes give a command, a BAD with a reason, or a request for more ------------
+
+
+_WORDS = st.sampled_from([b"a", b"UID", b"FETCH", b"SEARCH", b"STORE", b"APPEND", b"LIST", b" ",
+                          b"(", b")", b"[", b"]", b"{3}\r\n", b"{2+}\r\n", b"\"", b"\\", b"*",
+                          b"1:*", b"$", b"BODY[1.HEADER]", b"<0.5>", b"INBOX", b"NIL", b"~{1}",
+                          b"FLAGS", b"+FLAGS", b"OR", b"NOT", b"\r\n", b"\x00", b"\xc3\xa9"])
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_WORDS, max_size=30))
+def test_parser_never_crashes(words):
+    data = b"".join(words)
+    try:
+        parse_command(data)
+    except ParseError as exc:
+        assert exc.message and exc.tag
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_WORDS, max_size=30), st.integers(1, 7))
+def test_reader_same_events_whole_or_in_pieces(words, step):
+    data = b"".join(words) + b"\r\n"
+
+    def run(chunk: int) -> list:
+        rd = r.CommandReader(max_line=200, max_literal=50, max_append=100)
+        out = []
+        for i in range(0, len(data), chunk):
+            rd.feed(data[i:i + chunk])
+            while (ev := rd.next()) is not r.NEED_DATA:
+                out.append(ev)
+        return out
+
+    assert run(len(data)) == run(step)

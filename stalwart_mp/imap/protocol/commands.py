@@ -229,3 +229,20 @@ class QuotaCmd(Command):
 
     root: str = ""
     limits: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Compress(Command):
+    """COMPRESS DEFLATE (RFC 4978)."""
+
+    mechanism: str = ""
+
+
+@dataclass(slots=True)
+class Replace(Command):
+    """REPLACE / UID REPLACE (RFC 8508 §3): append ``message`` to ``mailbox`` and expunge
+    the message ``sequence`` names from the selected mailbox."""
+
+    sequence: SeqSet = SeqSet()
+    mailbox: str = ""
+    message: AppendMessage | None = None

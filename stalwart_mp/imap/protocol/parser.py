@@ -272,7 +272,8 @@ class Parser:
 _SIMPLE = {"CAPABILITY", "NOOP", "LOGOUT", "STARTTLS", "CHECK", "CLOSE", "UNSELECT", "IDLE",
            "NAMESPACE", "UNAUTHENTICATE"}
 _MAILBOX_ONLY = {"DELETE", "SUBSCRIBE", "UNSUBSCRIBE", "GETQUOTAROOT"}
-_UID_COMMANDS = {"FETCH", "STORE", "COPY", "MOVE", "SEARCH", "SORT", "THREAD", "EXPUNGE"}
+_UID_COMMANDS = {"FETCH", "STORE", "COPY", "MOVE", "SEARCH", "SORT", "THREAD", "EXPUNGE",
+                 "REPLACE"}
 
 
 def parse_command(data: bytes, *, utf8: bool = False) -> c.Command:
@@ -455,32 +456,55 @@ def _status(p: Parser, tag: str, name: str, uid: bool) -> c.Command:
     return c.Status(tag, name, uid, mailbox, items)
 
 
+def _append_message(p: Parser) -> c.AppendMessage:
+    """RFC 9051 §9 append-message: [flag-list SP] [date-time SP] literal (or literal8,
+    RFC 3516 §4.4; UTF8 (literal8), RFC 6855 §4)."""
+    flags: list[str] = []
+    date = None
+    if p.peek() == b"(":
+        flags = p.flag_list()
+        p.sp()
+    if p.peek() == b'"':
+        date = p.date_time()
+        p.sp()
+    if p.take(b"UTF8 "):
+        p.expect(b"(")
+        lit = p.literal()
+        if lit is None:
+            raise p.fail("a literal")
+        p.expect(b")")
+    else:
+        lit = p.literal()
+    if lit is None:
+        raise p.fail("the message as a literal {n}")
+    return c.AppendMessage(flags, date, lit[0], lit[1])
+
+
 def _append(p: Parser, tag: str, name: str, uid: bool) -> c.Command:
     p.sp()
     cmd = c.Append(tag, name, uid, p.mailbox())
     while p.take(b" "):  # RFC 3502 §6.3.11: one or more append-message
-        flags: list[str] = []
-        date = None
-        if p.peek() == b"(":
-            flags = p.flag_list()
-            p.sp()
-        if p.peek() == b'"':
-            date = p.date_time()
-            p.sp()
-        if p.take(b"UTF8 "):  # RFC 6855 §4: UTF8 (literal8)
-            p.expect(b"(")
-            lit = p.literal()
-            if lit is None:
-                raise p.fail("a literal")
-            p.expect(b")")
-        else:
-            lit = p.literal()
-        if lit is None:
-            raise p.fail("the message as a literal {n}")
-        cmd.messages.append(c.AppendMessage(flags, date, lit[0], lit[1]))
+        cmd.messages.append(_append_message(p))
     if not cmd.messages:
         raise p.fail("a message literal")
     return cmd
+
+
+def _replace(p: Parser, tag: str, name: str, uid: bool) -> c.Command:
+    p.sp()
+    seq = p.seq_set()
+    if seq.saved or len(seq.ranges) != 1 or seq.ranges[0][0] != seq.ranges[0][1] or \
+            seq.ranges[0][0] is None:
+        raise _Fail("REPLACE names exactly one message (RFC 8508 §3)")
+    p.sp()
+    mailbox = p.mailbox()
+    p.sp()
+    return c.Replace(tag, name, uid, seq, mailbox, _append_message(p))
+
+
+def _compress(p: Parser, tag: str, name: str, uid: bool) -> c.Command:
+    p.sp()
+    return c.Compress(tag, name, uid, p.atom().upper())
 
 
 # --- SEARCH (RFC 9051 §6.4.4), SORT and THREAD (RFC 5256) ---------------------------------
@@ -790,4 +814,5 @@ _HANDLERS = {
     "LIST": _list, "LSUB": _list, "STATUS": _status, "APPEND": _append,
     "SEARCH": _search, "SORT": _sort, "THREAD": _thread, "FETCH": _fetch, "STORE": _store,
     "COPY": _copy, "MOVE": _copy, "ID": _id, "GETQUOTA": _getquota, "SETQUOTA": _getquota,
+    "REPLACE": _replace, "COMPRESS": _compress,
 }
