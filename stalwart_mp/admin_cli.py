@@ -144,6 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_principal_commands(commands)
     add_config_commands(commands)
+    from stalwart_mp.admin_cli_queue import add_queue_commands
+
+    add_queue_commands(commands)
     return parser
 
 

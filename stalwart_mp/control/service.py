@@ -14,7 +14,7 @@ from pathlib import Path
 
 import grpc
 
-from stalwart_mp.control.auth import BearerTokenInterceptor
+from stalwart_mp.control.auth import BearerTokenInterceptor, audit
 from stalwart_mp.control.config_service import ConfigServicer
 from stalwart_mp.control.domains_service import DnsServicer, DomainsServicer
 from stalwart_mp.control.gen.stalwart_mp.v1 import (
@@ -22,10 +22,12 @@ from stalwart_mp.control.gen.stalwart_mp.v1 import (
     dns_pb2_grpc,
     domains_pb2_grpc,
     principals_pb2_grpc,
+    queue_pb2_grpc,
     server_pb2,
     server_pb2_grpc,
 )
 from stalwart_mp.control.principals_service import DirectoryBackend, PrincipalsServicer
+from stalwart_mp.control.queue_service import QueueServicer
 from stalwart_mp.control.status import (
     StatusUnavailable,
     read_status,
@@ -89,6 +91,7 @@ class ServerServicer(server_pb2_grpc.ServerServicer):
                     "send SIGHUP to it as root or the server's user",
                 )
             log.info("reload requested", extra={"fields": {"master_pid": self.master_pid}})
+            audit("server.reload", master_pid=self.master_pid)
             timeout = self.reload_timeout
             remaining = context.time_remaining()
             if remaining is not None:
@@ -154,6 +157,7 @@ def build_server(
         principals_pb2_grpc.add_PrincipalsServicer_to_server(PrincipalsServicer(directory), server)
         domains_pb2_grpc.add_DomainsServicer_to_server(DomainsServicer(directory), server)
         dns_pb2_grpc.add_DnsServicer_to_server(DnsServicer(directory), server)
+        queue_pb2_grpc.add_QueueServicer_to_server(QueueServicer(directory), server)
         try:
             port = server.add_insecure_port(bind)
             if port or bind.startswith("unix:"):
