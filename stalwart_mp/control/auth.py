@@ -138,7 +138,7 @@ class BearerTokenInterceptor(grpc.ServerInterceptor):
                 "invalid control token: it does not match control.token in the run directory "
                 "of the running server (the file is read when the control process starts)",
             )
-        return Verdict(None, caller=Caller("token", peer))
+        return Verdict(None, caller=Caller("token", peer_ip(peer)))
 
     def _basic(self, credentials: str, peer: str) -> Verdict:
         if self._check_admin is None:

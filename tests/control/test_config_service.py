@@ -221,11 +221,14 @@ def test_admin_credentials_non_admin_refused_audit_and_ban(server):
         principals = principals_pb2_grpc.PrincipalsStub(stub.channel)
         assert principals.GetPrincipal(principals_pb2.GetPrincipalRequest(name="alice"),
                                        timeout=30).name == "alice"
-    audit = [line for line in server.logs().splitlines() if "control change" in line]
+    log = (server.folder / "server.log").read_text(errors="replace")
+    audit = [line for line in log.splitlines() if "control change" in line]
     assert any("root" in line and "config.update" in line and "greeting-delay" in line
                for line in audit), audit
     assert any("principal.create" in line and "token" in line for line in audit), audit
-    assert not any("root-pw" in line for line in server.logs().splitlines())
+    assert any("config.reload" in line and "applied=false" in line.lower() for line in audit)
+    assert any("server.reload" in line for line in audit), audit
+    assert "root-pw" not in log
 
     with _stub(server, user="alice", password="alice-pw") as stub, \
             pytest.raises(grpc.RpcError) as denied:
