@@ -22,10 +22,12 @@ from stalwart_mp.control.gen.stalwart_mp.v1 import (
     dns_pb2_grpc,
     domains_pb2_grpc,
     principals_pb2_grpc,
+    queue_pb2_grpc,
     server_pb2,
     server_pb2_grpc,
 )
 from stalwart_mp.control.principals_service import DirectoryBackend, PrincipalsServicer
+from stalwart_mp.control.queue_service import QueueServicer
 from stalwart_mp.control.status import (
     StatusUnavailable,
     read_status,
@@ -155,6 +157,7 @@ def build_server(
         principals_pb2_grpc.add_PrincipalsServicer_to_server(PrincipalsServicer(directory), server)
         domains_pb2_grpc.add_DomainsServicer_to_server(DomainsServicer(directory), server)
         dns_pb2_grpc.add_DnsServicer_to_server(DnsServicer(directory), server)
+        queue_pb2_grpc.add_QueueServicer_to_server(QueueServicer(directory), server)
         try:
             port = server.add_insecure_port(bind)
             if port or bind.startswith("unix:"):
