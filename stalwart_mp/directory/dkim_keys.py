@@ -7,11 +7,9 @@ Selectors name the month the key was made in (``202611e`` / ``202611r``), so a r
 gets a fresh selector and the old TXT record can stay published while mail signed with the
 old key is in flight.
 
-  0x18 | domain (utf-8, lower-case) | 0x00 | selector -> msgpack {"algorithm", "pem", "created"}
+  0x19 | domain (utf-8, lower-case) | 0x00 | selector -> msgpack {"algorithm", "pem", "created"}
 
-0x18 is shared with the server secret (``0x18 "server-secret"``, directory/secret.py); the
-two never meet: a domain name holds a dot and every DKIM key holds the 0x00 separator, and
-this module only reads the range of one domain.
+(0x19 is this module's alone; 0x18 holds the server secret, directory/secret.py.)
 """
 from __future__ import annotations
 
@@ -28,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 from stalwart_mp.directory.base import DirectoryError
 from stalwart_mp.store.data import AssertionFailed, DataStore, WriteBatch
 
-TAG_DKIM = 0x18
+TAG_DKIM = 0x19
 ED25519 = "ed25519-sha256"
 RSA = "rsa-sha256"
 RSA_BITS = 2048
