@@ -312,6 +312,10 @@ class DirectoryManager:
                                      + ", ".join(used[:5]) + ("..." if len(used) > 5 else ""))
         for group in list(p.member_of):
             await self._modify(group, lambda g: _drop(g.members, p.name))
+        if p.type == PrincipalType.GROUP:  # its members no longer belong to it
+            for member in list(p.members):
+                if await self.directory.principal(member) is not None:
+                    await self._modify(member, lambda m: _drop(m.member_of, p.name))
         batch = WriteBatch()
         batch.delete(internal.name_key(p.name)).delete(internal.record_key(p.id))
         # the tombstone tells the queue process to purge what the principal owned (its mail)

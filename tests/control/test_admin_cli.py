@@ -169,6 +169,7 @@ def test_groups_and_mailing_lists(env):
     assert "member of     -" in ok(env.token("account", "show", "erin@example.org"))
     assert ok(env.token("group", "delete", "team@example.org")) == (
         "group team@example.org deleted\n")
+    assert "member of     -" in ok(env.token("account", "show", "alice@example.org"))
     assert ok(env.token("group", "list")) == "no groups\n"
 
 
