@@ -195,19 +195,24 @@ def resolve_connection(args: argparse.Namespace, env: Mapping[str, str]) -> dict
     file = _client_config(args.client_config or env.get(ENV_CLIENT_CONFIG) or None)
     server = (args.control or env.get(ENV_SERVER) or env.get(ENV_CONTROL)
               or file.get("server") or DEFAULT_CONTROL)
-    user = args.user or env.get(ENV_USER) or None
-    password = args.password or env.get(ENV_PASSWORD) or None
-    token_file = args.token_file or (Path(env[ENV_TOKEN_FILE]) if env.get(ENV_TOKEN_FILE)
-                                     else None)
-    if user is None and token_file is None:  # nothing from options or environment: the file
-        user = file.get("user")
-        password = password or file.get("password")
-        if user is None and file.get("token-file"):
-            token_file = Path(str(file["token-file"])).expanduser()
+    # credentials: the first source that names some, in the order options, environment, file
+    user: str | None = None
+    token_file: Path | None = None
+    if args.user or args.token_file:
+        user, token_file = args.user, args.token_file
+    elif env.get(ENV_USER) or env.get(ENV_TOKEN_FILE):
+        user = env.get(ENV_USER) or None
+        token_file = None if user else Path(env[ENV_TOKEN_FILE])
+    elif file.get("user"):
+        user = str(file["user"])
+    elif file.get("token-file"):
+        token_file = Path(str(file["token-file"])).expanduser()
     if user is not None:
+        password = (args.password or env.get(ENV_PASSWORD)
+                    or (file.get("password") if file.get("user") == user else None))
         if password is None:
             password = _ask_password(user)
-        return {"server": server, "user": user, "password": password}
+        return {"server": server, "user": user, "password": str(password)}
     return {"server": server, "token": _token(token_file)}
 
 

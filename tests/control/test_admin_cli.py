@@ -241,3 +241,33 @@ def test_client_config_file_and_exit_codes(env, tmp_path):
                  "3  the control plane cannot be reached", "4  the control plane refused",
                  "5  the account is not an administrator"):
         assert code in help_text
+
+
+def test_credentials_precedence_options_environment_file(tmp_path):
+    from stalwart_mp.admin_cli import build_parser, resolve_connection
+
+    token = tmp_path / "control.token"
+    token.write_text("t" * 43 + "\n")
+    token.chmod(0o600)
+    file = tmp_path / "admin.toml"
+    file.write_text('server = "unix:/run/x.sock"\nuser = "fileuser"\npassword = "filepw"\n')
+    file.chmod(0o600)
+
+    def resolve(*argv: str, **env: str) -> dict:
+        args = build_parser().parse_args([*argv, "server", "status"])
+        return resolve_connection(args, {"STALWART_MP_ADMIN_CONFIG": str(file), **env})
+
+    assert resolve() == {"server": "unix:/run/x.sock", "user": "fileuser",
+                         "password": "filepw"}
+    assert resolve(STALWART_MP_USER="envuser", STALWART_MP_PASSWORD="envpw",
+                   STALWART_MP_SERVER="h:1") == {"server": "h:1", "user": "envuser",
+                                                  "password": "envpw"}
+    # an option beats the environment, even of another kind
+    assert resolve("--token-file", str(token), STALWART_MP_USER="envuser",
+                   STALWART_MP_PASSWORD="envpw") == {"server": "unix:/run/x.sock",
+                                                     "token": "t" * 43}
+    assert resolve("--user", "opt", "--password", "optpw", "--server", "o:2",
+                   STALWART_MP_TOKEN_FILE=str(token)) == {"server": "o:2", "user": "opt",
+                                                          "password": "optpw"}
+    assert resolve(STALWART_MP_TOKEN_FILE=str(token), STALWART_MP_CONTROL="old:3") == {
+        "server": "old:3", "token": "t" * 43}
