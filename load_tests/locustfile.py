@@ -13,7 +13,10 @@ STALWART_BENCH_SIZE (bytes, default 4096).
 """
 from __future__ import annotations
 
+import imaplib
 import os
+import random
+import select
 import smtplib
 import time
 from urllib.parse import urlsplit
@@ -84,3 +87,73 @@ class SmtpUser(User):
         except (OSError, smtplib.SMTPException) as exc:
             self.fire(started, 0, exc)
             client.close()
+
+
+# --- IMAP ------------------------------------------------------------------------------------
+# .venv/bin/python load_tests/bench_imap.py --serve-only --imap-port 1143 &
+# .venv/bin/locust -f load_tests/locustfile.py ImapUser --headless -u 20 -r 5 -t 30s \
+#     --host imap://127.0.0.1:1143
+IMAP_USER = os.environ.get("STALWART_BENCH_IMAP_USER", "user")
+IMAP_PASSWORD = os.environ.get("STALWART_BENCH_IMAP_PASSWORD", "bench-pw")
+_IMAP_ERRORS = (OSError, EOFError, ValueError, RuntimeError, imaplib.IMAP4.error)
+
+
+class ImapUser(User):
+    """One IMAP session per task run: LOGIN, SELECT, FETCH headers of the newest 50, FETCH
+    one body, STORE flags, a short IDLE, LOGOUT; each step is one locust request."""
+
+    wait_time = between(0.0, 0.2)
+
+    def on_start(self) -> None:
+        parts = urlsplit(self.host if "://" in (self.host or "") else f"imap://{self.host}")
+        if parts.scheme != "imap" or not parts.hostname:
+            raise ValueError(f"--host {self.host!r}: expected imap://HOST:PORT")
+        self.address = (parts.hostname, parts.port or 143)
+
+    def step(self, name: str, fn):
+        started = time.perf_counter()
+        try:
+            result = fn()
+            typ = result[0] if isinstance(result, tuple) else "OK"
+            exc = None if typ in ("OK", "BYE") else RuntimeError(f"{name}: {result!r}")
+        except _IMAP_ERRORS as error:
+            exc, result = error, None
+        self.environment.events.request.fire(
+            request_type="IMAP", name=name, response_time=(time.perf_counter() - started) * 1000,
+            response_length=0, exception=exc, context={})
+        if exc is not None:
+            raise exc
+        return result
+
+    @task
+    def session(self) -> None:
+        try:
+            conn = self.step("connect", lambda: imaplib.IMAP4(*self.address, timeout=30))
+            self.step("login", lambda: conn.login(IMAP_USER, IMAP_PASSWORD))
+            _, data = self.step("select", lambda: conn.select("INBOX"))
+            exists = int(data[0] or 0)
+            if exists:
+                first = max(1, exists - 49)
+                self.step("fetch headers", lambda: conn.fetch(
+                    f"{first}:*", "(UID FLAGS BODY.PEEK[HEADER.FIELDS (FROM SUBJECT DATE)])"))
+                n = random.randint(1, exists)
+                self.step("fetch body", lambda: conn.fetch(str(n), "(BODY.PEEK[])"))
+                self.step("store flags", lambda: conn.store(str(n), "+FLAGS", "(\\Seen)"))
+
+            def idle() -> tuple:
+                tag = conn._new_tag()
+                conn.send(tag + b" IDLE\r\n")
+                conn.readline()          # "+ idling"
+                # an update, if one comes within half a second (select: a timed-out read
+                # would leave imaplib's buffered file unusable)
+                if select.select([conn.sock], [], [], 0.5)[0]:
+                    conn.readline()
+                conn.send(b"DONE\r\n")
+                while not conn.readline().startswith(tag):
+                    pass
+                return ("OK",)
+
+            self.step("idle", idle)
+            self.step("logout", conn.logout)
+        except _IMAP_ERRORS:
+            return  # already reported by step()
