@@ -16,7 +16,25 @@ from dataclasses import dataclass, field
 
 
 class SmtpError(Exception):
-    """The connection failed or the server answered something unusable: temporary."""
+    """The connection failed or the server answered something unusable: temporary.
+
+    ``tls_failure`` names a TLS failure with its RFC 8460 §4.3.2.1 result type."""
+
+    def __init__(self, message: str, tls_failure: str | None = None):
+        super().__init__(message)
+        self.tls_failure = tls_failure
+
+
+def tls_result_type(exc: BaseException) -> str:
+    """RFC 8460 §4.3.2.1 result type of a failed handshake."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        code = getattr(exc, "verify_code", 0)
+        if code == 10:      # X509_V_ERR_CERT_HAS_EXPIRED
+            return "certificate-expired"
+        if code == 62:      # X509_V_ERR_HOSTNAME_MISMATCH
+            return "certificate-host-mismatch"
+        return "certificate-not-trusted"
+    return "validation-failure"
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +136,9 @@ class SmtpClient:
                 connect_timeout)
         except (OSError, TimeoutError, ssl.SSLError) as exc:
             raise SmtpError(f"cannot connect to {self.host}[{self.ip}]:{self.port}: "
-                            f"{exc or type(exc).__name__}") from None
+                            f"{exc or type(exc).__name__}",
+                            tls_result_type(exc) if isinstance(exc, ssl.SSLError) else None
+                            ) from None
         self.tls = context is not None
         self.verified = self.tls and verify
         greeting = await self._read()
@@ -130,7 +150,8 @@ class SmtpClient:
             await self.starttls(verify)
         elif not self.tls and tls == "starttls":
             await self.close()
-            raise SmtpError(f"{self.host} does not offer STARTTLS, which is required")
+            raise SmtpError(f"{self.host} does not offer STARTTLS, which is required",
+                            "starttls-not-supported")
         return greeting
 
     async def _ehlo(self) -> None:
@@ -157,7 +178,8 @@ class SmtpClient:
                 self.command_timeout)
         except (OSError, TimeoutError, ssl.SSLError) as exc:
             await self.close()
-            raise SmtpError(f"TLS with {self.host} failed: {exc}") from None
+            raise SmtpError(f"TLS with {self.host} failed: {exc}",
+                            tls_result_type(exc)) from None
         self.tls, self.verified = True, verify
         await self._ehlo()  # RFC 3207 §4.2: forget what was learned before TLS
 

@@ -55,6 +55,7 @@ class Router:
     tls: str = "opportunistic"
     relay: Route | None = None
     routes: dict[str, Route] | None = None
+    ca_file: str = ""           # CAs that verify MX hosts when verification is asked
 
     @classmethod
     def from_config(cls, cfg, resolver) -> Router:
@@ -71,7 +72,12 @@ class Router:
             routes[domain.lower().rstrip(".")] = Route(
                 get("host"), get("port", 25), get("tls", "opportunistic"),
                 get("username", ""), get("password", ""), get("ca-file", ""))
-        return cls(resolver, cfg.get("outbound.port"), cfg.get("outbound.tls"), relay, routes)
+        return cls(resolver, cfg.get("outbound.port"), cfg.get("outbound.tls"), relay, routes,
+                   cfg.get("outbound.ca-file"))
+
+    def routed(self, domain: str) -> bool:
+        """Whether mail for ``domain`` goes to a configured host (not its MX)."""
+        return self.relay is not None or domain.lower().rstrip(".") in (self.routes or {})
 
     async def hops(self, domain: str) -> list[Hop]:
         """The hosts to try in order; NoRoute when there are none."""
@@ -96,7 +102,7 @@ class Router:
         for host in hosts:
             ips = await self._addresses(host)
             if ips:
-                hops.append(Hop(host, ips, self.port, self.tls))
+                hops.append(Hop(host, ips, self.port, self.tls, ca_file=self.ca_file))
         if not hops:
             if not mx:
                 raise NoRoute(550, f"5.1.2 {domain} has no MX and no address", True)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 import logging
 import os
 import socket
@@ -24,8 +25,10 @@ import uuid
 from collections import defaultdict
 from dataclasses import dataclass
 
+from stalwart_mp.smtp.outbound import tlsrpt
 from stalwart_mp.smtp.outbound.client import Envelope, SmtpClient, SmtpError
 from stalwart_mp.smtp.outbound.dsn import Report, build
+from stalwart_mp.smtp.outbound.mta_sts import MtaSts, Policy, PolicyError
 from stalwart_mp.smtp.outbound.routing import Hop, NoRoute, Router
 from stalwart_mp.smtp.queue import store as q
 from stalwart_mp.store.data import StoreError
@@ -49,6 +52,8 @@ class OutboundSettings:
     command_timeout: float
     data_timeout: float
     idle: float
+    tls_reports: bool = False
+    report_sender: str = ""
 
     @classmethod
     def from_config(cls, cfg) -> OutboundSettings:
@@ -59,7 +64,10 @@ class OutboundSettings:
             cfg.get("outbound.scan-interval"),
             cfg.get("outbound.hostname") or cfg.get("server.hostname"),
             cfg.get("outbound.timeout.connect"), cfg.get("outbound.timeout.command"),
-            cfg.get("outbound.timeout.data"), cfg.get("outbound.idle"))
+            cfg.get("outbound.timeout.data"), cfg.get("outbound.idle"),
+            cfg.get("outbound.tls-reports.enabled"),
+            cfg.get("outbound.tls-reports.from") or
+            f"postmaster@{cfg.get('outbound.hostname') or cfg.get('server.hostname')}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,11 +124,12 @@ class ConnectionPool:
 
 class Runner:
     def __init__(self, services, settings: OutboundSettings, router: Router,
-                 owner: str | None = None):
+                 owner: str | None = None, mta_sts: MtaSts | None = None):
         self.services = services
         self.data = services.data
         self.settings = settings
         self.router = router
+        self.mta_sts = mta_sts
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.pool = ConnectionPool(settings.idle)
         self.wake = asyncio.Event()
@@ -130,16 +139,28 @@ class Runner:
 
     @classmethod
     def from_config(cls, services, cfg, resolver) -> Runner:
+        mta_sts = None
+        if cfg.get("outbound.mta-sts.enabled"):
+            mta_sts = MtaSts(services.data, resolver, port=cfg.get("outbound.mta-sts.port"),
+                             ca_file=cfg.get("outbound.ca-file"),
+                             timeout=cfg.get("outbound.mta-sts.timeout"))
         return cls(services, OutboundSettings.from_config(cfg),
-                   Router.from_config(cfg, resolver))
+                   Router.from_config(cfg, resolver), mta_sts=mta_sts)
 
     # --- the loop ---------------------------------------------------------------------
 
     async def run(self) -> None:
         log.info("outbound runner started", extra={"fields": {"owner": self.owner}})
         last_expire = time.monotonic()
+        last_reports = 0.0
         try:
             while True:
+                if self.settings.tls_reports and time.monotonic() - last_reports > 3600:
+                    last_reports = time.monotonic()
+                    try:
+                        await self.send_tls_reports()
+                    except (StoreError, OSError) as exc:
+                        log.error("TLS reports failed", extra={"fields": {"error": str(exc)}})
                 self.wake.clear()
                 try:
                     await self._scan()
@@ -319,6 +340,7 @@ class Runner:
             hops = await self.router.hops(domain)
         except NoRoute as exc:
             return every(Outcome(exc.code, exc.text, ""))
+        policy = await self._policy(domain)
         env = Envelope(message.mail_from, [r.address for r in rcpts],
                        {r.address: r.notify for r in rcpts},
                        {r.address: r.orcpt for r in rcpts},
@@ -326,15 +348,73 @@ class Runner:
         last = "no host could be reached"
         async with self._semaphore(domain):
             for hop in hops:
+                if policy is not None:
+                    # RFC 8461 §4.1, §5: only listed MX hosts, with authenticated TLS
+                    if not policy.matches(hop.host):
+                        await self._report(domain, policy, "validation-failure", hop.host,
+                                           detail="MX host not listed in the MTA-STS policy")
+                        if policy.mode == "enforce":
+                            last = f"{hop.host} is not an MX host of the MTA-STS policy"
+                            continue
+                    hop = dataclasses.replace(hop, tls="starttls")
                 for ip in hop.ips:
                     try:
-                        return await self._deliver_hop(hop, ip, env, body)
+                        out = await self._deliver_hop(hop, ip, env, body)
+                        if policy is not None:
+                            await self._report(domain, policy, "", hop.host, ip)
+                        return out
                     except SmtpError as exc:
                         last = str(exc)
                         log.info("host failed", extra={"fields": {
                             "queue_id": message.id, "host": hop.host, "ip": ip,
                             "error": last}})
+                        if policy is None or exc.tls_failure is None:
+                            continue
+                        await self._report(domain, policy, exc.tls_failure, hop.host, ip,
+                                           last)
+                        if policy.mode == "testing":  # report, but deliver as before
+                            try:
+                                return await self._deliver_hop(
+                                    dataclasses.replace(hop, tls="opportunistic"), ip, env,
+                                    body)
+                            except SmtpError as again:
+                                last = str(again)
+        if policy is not None and policy.mode == "enforce":
+            last = f"MTA-STS policy of {domain} not met: {last}"
         return every(Outcome(451, f"4.4.1 {last}", hops[-1].host if hops else ""))
+
+    async def _policy(self, domain: str) -> Policy | None:
+        """The MTA-STS policy to apply to direct delivery to ``domain`` (RFC 8461)."""
+        if self.mta_sts is None or self.router.routed(domain):
+            return None
+        try:
+            policy = await self.mta_sts.policy(domain)
+        except PolicyError as exc:  # §5.1: deliver as without a policy, and report it
+            await self._report(domain, None, exc.result_type, detail=exc.detail)
+            return None
+        except StoreError as exc:
+            log.warning("MTA-STS cache unavailable", extra={"fields": {"error": str(exc)}})
+            return None
+        return policy if policy is not None and policy.mode != "none" else None
+
+    async def _report(self, domain: str, policy: Policy | None, result_type: str,
+                      mx_host: str = "", ip: str = "", detail: str = "") -> None:
+        if self.settings.tls_reports:
+            await tlsrpt.record(self.data, domain, policy, result_type, mx_host, ip, detail)
+
+    async def send_tls_reports(self, today: int | None = None) -> int:
+        """Send the TLS reports of finished days (RFC 8460), by mail or HTTPS."""
+        return await tlsrpt.send_reports(
+            self.data, self.router.resolver, submitter=self.settings.hostname,
+            sender=self.settings.report_sender, deliver_mail=self._deliver_report,
+            post_https=_post_report, today=today)
+
+    async def _deliver_report(self, raw: bytes, recipient: str) -> None:
+        from stalwart_mp.smtp.outbound.dkim_sign import sign
+
+        # RFC 8460 §5.3: reports by mail are DKIM-signed
+        raw = await sign(self.data, raw, self.settings.report_sender) + raw
+        await self._deliver_generated(raw, recipient, self.settings.report_sender)
 
     async def _deliver_hop(self, hop: Hop, ip: str, env: Envelope, body: bytes
                            ) -> dict[str, Outcome]:
@@ -376,25 +456,43 @@ class Runner:
     async def _send_dsn(self, message: q.QueuedMessage, report: Report, body: bytes) -> None:
         """Deliver a DSN to the envelope sender: into the mailbox when the sender is ours,
         else through the queue with a null sender (no DSN about a DSN)."""
-        from stalwart_mp.mail.delivery import Status
 
         s = self.settings
         until = message.created_at + s.expire if report.action == "delayed" else None
         dsn = build(message, report, body, hostname=s.hostname, will_retry_until=until)
         sender = message.mail_from
-        target = await self.services.delivery.resolve_recipient(sender)
-        if target.status == Status.DELIVERED:
-            results = await self.services.delivery.deliver(dsn, "", [sender])
-            ok = all(r.status == Status.DELIVERED for r in results)
-        elif target.status == Status.NOT_LOCAL:
-            blob_id = await self.services.blobs.put(dsn)
-            bounce = q.QueuedMessage(0, "", [q.QueuedRecipient(sender, ["NEVER"])], blob_id,
-                                     len(dsn), time.time(), 0.0)
-            await q.enqueue(self.data, self.services.blobs, bounce)
-            ok = True
-        else:
-            ok = False
+        ok = await self._deliver_generated(dsn, sender)
         log.info("dsn", extra={"fields": {
             "queue_id": message.id, "action": report.action, "to": sender,
             "recipients": ",".join(r.address for r in report.recipients),
             "sent": ok}})
+
+    async def _deliver_generated(self, raw: bytes, recipient: str, sender: str = "") -> bool:
+        """Deliver a message we wrote (a DSN, a report): into the mailbox when the
+        recipient is ours, else through the queue. DSNs go with a null sender, and a
+        generated message never asks for a DSN of its own (no loops)."""
+        from stalwart_mp.mail.delivery import Status
+
+        target = await self.services.delivery.resolve_recipient(recipient)
+        if target.status == Status.DELIVERED:
+            results = await self.services.delivery.deliver(raw, sender, [recipient])
+            return all(r.status == Status.DELIVERED for r in results)
+        if target.status == Status.NOT_LOCAL:
+            blob_id = await self.services.blobs.put(raw)
+            generated = q.QueuedMessage(0, sender, [q.QueuedRecipient(recipient, ["NEVER"])],
+                                        blob_id, len(raw), time.time(), 0.0)
+            await q.enqueue(self.data, self.services.blobs, generated)
+            self.wake.set()
+            return True
+        return False
+
+
+async def _post_report(url: str, body: bytes) -> None:
+    """RFC 8460 §5.4: POST the gzipped report."""
+    import aiohttp
+
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session, \
+            session.post(url, data=body,
+                         headers={"Content-Type": "application/tlsrpt+gzip"}) as resp:
+        if resp.status >= 300:
+            raise OSError(f"{url} answered HTTP {resp.status}")

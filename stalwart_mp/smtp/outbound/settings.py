@@ -80,6 +80,21 @@ SCHEMA.add(
     Setting("outbound.route.*.username", Str(), "", "AUTH user at the route's host."),
     Setting("outbound.route.*.password", Str(), "", "AUTH password at the route's host.",
             secret=True),
+    Setting("outbound.ca-file", Str(), "",
+            "PEM file of the CA certificates that verify MX hosts (MTA-STS, REQUIRETLS) and "
+            "MTA-STS policy hosts (empty: the system's)."),
+    Setting("outbound.mta-sts.enabled", Bool(), True,
+            "Apply recipient domains' MTA-STS policies (RFC 8461) to direct MX delivery."),
+    Setting("outbound.mta-sts.port", Int(min=1, max=65535), 443,
+            "HTTPS port of the mta-sts.<domain> policy hosts (443; tests use a loopback one)."),
+    Setting("outbound.mta-sts.timeout", Duration(), 30.0,
+            "Time limit of one MTA-STS policy fetch (RFC 8461 §3.3)."),
+    Setting("outbound.tls-reports.enabled", Bool(), True,
+            "Count TLS sessions to MTA-STS domains and send the daily TLS reports "
+            "(RFC 8460) to the rua of their _smtp._tls record."),
+    Setting("outbound.tls-reports.from", Str(), "",
+            "Sender of the TLS reports; empty = postmaster@<server.hostname>. The reports "
+            "are DKIM-signed when the address's domain has keys."),
     Setting("outbound.dkim.sign", Bool(), True,
             "DKIM-sign mail submitted by our users with every key of the sender's domain "
             "(ed25519-sha256 and rsa-sha256)."),

@@ -37,13 +37,15 @@ class Received:
 class Sink:
     def __init__(self, host: str = "127.0.0.1", dsn: bool = False, tls: bool = False,
                  implicit: bool = False, auth: tuple[str, str] | None = None,
-                 name: str = "sink.remote.test"):
+                 name: str = "sink.remote.test", context: ssl.SSLContext | None = None):
         self.host = host
         self.dsn = dsn
         self.auth = auth
         self.name = name
         self.implicit = implicit
         self.context, self.cert_file = _context(name) if tls or implicit else (None, "")
+        if context is not None:  # a certificate chosen by the test (e.g. from its own CA)
+            self.context = context
         self.messages: list[Received] = []
         self.rcpt_replies: dict[str, str] = {}
         self.data_replies: list[str] = []
