@@ -22,10 +22,8 @@ The records, as Stalwart's documentation lists them:
 """
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from cryptography import x509
@@ -33,10 +31,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 
 from stalwart_mp.config.schema import parse_host_port
 from stalwart_mp.directory.dkim_keys import DkimKey
+from stalwart_mp.tls import served
+from stalwart_mp.tls.contexts import TlsConfigError
+from stalwart_mp.tls.served import mta_sts_id, served_chain
 
 TTL = 3600
 MX_PREFERENCE = 10
-MTA_STS_MAX_AGE = 604800  # one week (RFC 8461 §3.2: up to 31557600)
 
 # listener protocol -> (SRV name without TLS or with STARTTLS, SRV name with implicit TLS,
 # what it is). None: no such SRV name for that mode.
@@ -99,71 +99,21 @@ def listener_ports(cfg: Any) -> tuple[ListenerPort, ...]:
     return tuple(sorted(seen.values(), key=lambda p: (p.port, p.listener)))
 
 
-def served_chain(cfg: Any, hostname: str) -> tuple[x509.Certificate, ...]:
-    """The certificate chain the workers serve for ``hostname`` (SNI), leaf first.
-
-    Chosen as the workers choose (``tls/contexts.py``): the ``[certificate.*]`` whose names
-    match, else the default one; without any, the self-signed certificate the master made
-    in ``<server.data-dir>/tls``.
-    """
-    from stalwart_mp.tls.contexts import CertificateSpec, TlsConfigError, TlsContexts
-
-    specs = [
-        CertificateSpec(
-            name=name,
-            cert_path=cfg.path(("certificate", name, "cert")),
-            key_path=cfg.path(("certificate", name, "private-key")),
-            sni_names=cfg.get(("certificate", name, "sni")) or None,
-            default=bool(cfg.get(("certificate", name, "default"))),
-        )
-        for name in cfg.names("certificate")
-    ]
-    if not specs:
-        tls_dir = cfg.path("server.data-dir") / "tls"
-        specs = [CertificateSpec("self-signed", tls_dir / "self-signed.crt",
-                                 tls_dir / "self-signed.key", None, True)]
-    try:
-        chosen = TlsContexts(specs).certificate_for(hostname)
-    except TlsConfigError as exc:
-        raise DnsRecordsError(f"no TLSA records: {exc}") from None
-    path = next(s.cert_path for s in specs if s.name == chosen)
-    return load_chain(path)
-
-
-def load_chain(path: Path) -> tuple[x509.Certificate, ...]:
-    try:
-        return tuple(x509.load_pem_x509_certificates(Path(path).read_bytes()))
-    except (OSError, ValueError) as exc:
-        raise DnsRecordsError(f"cannot read the certificate chain {path}: {exc}") from None
-
-
 def host_setup(cfg: Any) -> HostSetup:
     hostname = cfg.get("server.hostname").lower().rstrip(".")
-    return HostSetup(hostname, listener_ports(cfg), served_chain(cfg, hostname))
+    try:
+        chain = served_chain(cfg, hostname)
+    except TlsConfigError as exc:
+        raise DnsRecordsError(f"no TLSA records: {exc}") from None
+    return HostSetup(hostname, listener_ports(cfg), chain)
 
 
 # --- the records ------------------------------------------------------------------------
 
 
 def mta_sts_policy(setup: HostSetup) -> str:
-    """The MTA-STS policy file (RFC 8461 §3.2), lines ending in CRLF.
-
-    Mode "enforce" with a certificate a sender can validate; "testing" while the host
-    serves a self-signed certificate, which senders enforcing the policy would refuse.
-    """
-    mode = "testing" if is_self_signed(setup.chain) else "enforce"
-    return (f"version: STSv1\r\nmode: {mode}\r\nmx: {setup.hostname}\r\n"
-            f"max_age: {MTA_STS_MAX_AGE}\r\n")
-
-
-def mta_sts_id(policy: str) -> str:
-    """The policy id (RFC 8461 §3.1: 1 to 32 letters and digits): a hash of the policy, so
-    it changes exactly when the policy does."""
-    return hashlib.sha256(policy.encode("ascii")).hexdigest()[:32]
-
-
-def is_self_signed(chain: Sequence[x509.Certificate]) -> bool:
-    return len(chain) == 1 and chain[0].issuer == chain[0].subject
+    """The MTA-STS policy the workers serve at https://mta-sts.<domain>/.well-known/."""
+    return served.mta_sts_policy(setup.hostname, setup.chain)
 
 
 def tlsa_values(chain: Sequence[x509.Certificate]) -> list[str]:

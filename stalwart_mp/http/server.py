@@ -1,7 +1,8 @@
 """The HTTP protocol on ``protocol = "http"`` listeners (aiohttp).
 
-Routes now: ``/healthz/live``, ``/healthz/ready`` and ``/metrics``. JMAP, autoconfig,
-MTA-STS and ACME join this application with their issues. Every response names the worker
+Routes now: ``/healthz/live``, ``/healthz/ready``, ``/metrics`` and the MTA-STS policy
+(``/.well-known/mta-sts.txt`` on ``mta-sts.*`` host names). JMAP, autoconfig and ACME join
+this application with their issues. Every response names the worker
 that served it (``X-Stalwart-Worker: <pid>``), so load spreading can be observed.
 """
 from __future__ import annotations
@@ -41,6 +42,7 @@ class HttpProtocolServer:
         app.router.add_get("/healthz/ready", self.ready)
         if self.metrics_enabled:
             app.router.add_get("/metrics", self.metrics)
+        app.router.add_get("/.well-known/mta-sts.txt", self.mta_sts)
         if os.environ.get("STALWART_MP_TEST_HOOKS") == "1":
             # Only for the test suite; never enabled by configuration.
             from stalwart_mp.http import test_hooks
@@ -102,3 +104,23 @@ class HttpProtocolServer:
             raise web.HTTPForbidden(text="metrics are not served to this address\n")
         body = await asyncio.get_running_loop().run_in_executor(None, metrics.render)
         return web.Response(body=body, headers={"Content-Type": metrics.CONTENT_TYPE})
+
+    async def mta_sts(self, request: web.Request) -> web.Response:
+        """The MTA-STS policy (RFC 8461 §3.3) that `dns records` publishes the id of, for
+        any domain whose ``mta-sts`` name points here. Read per request (they are rare),
+        so a renewed certificate changes the mode without a restart."""
+        host = (request.host or "").rsplit(":", 1)[0].lower().rstrip(".")
+        if not host.startswith("mta-sts."):
+            raise web.HTTPNotFound(text="the MTA-STS policy is served on mta-sts.<domain>\n")
+        from stalwart_mp.tls.contexts import TlsConfigError
+        from stalwart_mp.tls.served import mta_sts_policy, served_chain
+
+        cfg = self.worker.cfg
+        hostname = cfg.get("server.hostname").lower().rstrip(".")
+        try:
+            chain = await asyncio.get_running_loop().run_in_executor(
+                None, served_chain, cfg, hostname)
+        except TlsConfigError as exc:
+            raise web.HTTPServiceUnavailable(text=f"no MTA-STS policy: {exc}\n") from None
+        return web.Response(text=mta_sts_policy(hostname, chain), content_type="text/plain",
+                            headers={"Cache-Control": "max-age=3600"})

@@ -134,25 +134,12 @@ class Worker:
             delay = min(delay * 2, 30.0)
 
     def _tls_contexts(self):
-        from stalwart_mp.tls.contexts import CertificateSpec, TlsConfigError, TlsContexts
+        from stalwart_mp.tls.contexts import TlsConfigError, TlsContexts
+        from stalwart_mp.tls.served import certificate_specs
 
-        cfg = self.cfg
-        specs = [
-            CertificateSpec(
-                name=name,
-                cert_path=cfg.path(("certificate", name, "cert")),
-                key_path=cfg.path(("certificate", name, "private-key")),
-                sni_names=cfg.get(("certificate", name, "sni")) or None,
-                default=bool(cfg.get(("certificate", name, "default"))),
-            )
-            for name in cfg.names("certificate")
-        ]
-        if not specs:
-            tls_dir = cfg.path("server.data-dir") / "tls"
-            specs = [CertificateSpec("self-signed", tls_dir / "self-signed.crt",
-                                     tls_dir / "self-signed.key", None, True)]
         try:
-            return TlsContexts(specs, min_version=cfg.get("tls.min-version"))
+            return TlsContexts(certificate_specs(self.cfg),
+                               min_version=self.cfg.get("tls.min-version"))
         except TlsConfigError as exc:
             raise WorkerBootError(str(exc)) from exc
 

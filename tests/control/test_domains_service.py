@@ -412,3 +412,34 @@ def test_a_domain_made_without_keys_gets_them_by_rotation(env):
                                    timeout=30).records
     assert sorted(r.name for r in records if "_domainkey" in r.name) == [
         f"{month}e._domainkey.nokeys.example", f"{month}r._domainkey.nokeys.example"]
+
+
+def test_the_published_mta_sts_policy_is_served(env):
+    """RFC 8461 §3.3: the policy whose id `dns records` publishes is the one the HTTPS
+    listener serves at https://mta-sts.<domain>/.well-known/mta-sts.txt."""
+    env.domains.CreateDomain(principals_pb2.CreateDomainRequest(name="sts.example"),
+                             timeout=30)
+    answer = env.dns_stub.Records(dns_pb2.DnsRecordsRequest(domain="sts.example"), timeout=30)
+    (txt,) = [r.value for r in answer.records if r.name == "_mta-sts.sts.example"]
+    ctx = ssl.create_default_context(cafile=str(env.ca_path))
+    ctx.check_hostname = False   # the test chain names the mail host, not mta-sts.*
+
+    def fetch(host: str) -> tuple[int, dict, str]:
+        with socket.create_connection(("127.0.0.1", env.ports["https"]), timeout=10) as raw, \
+                ctx.wrap_socket(raw, server_hostname=HOST) as tls:
+            tls.sendall(f"GET /.well-known/mta-sts.txt HTTP/1.1\r\nHost: {host}\r\n"
+                        "Connection: close\r\n\r\n".encode())
+            data = b""
+            while chunk := tls.recv(65536):
+                data += chunk
+        head, _, body = data.decode().partition("\r\n\r\n")
+        lines = head.split("\r\n")
+        headers = dict(line.split(": ", 1) for line in lines[1:])
+        return int(lines[0].split()[1]), headers, body
+
+    status, headers, body = fetch("mta-sts.sts.example")
+    assert status == 200 and headers["Content-Type"].startswith("text/plain")
+    assert body == answer.mta_sts_policy
+    assert txt == f"v=STSv1; id={hashlib.sha256(body.encode()).hexdigest()[:32]}"
+    assert f"mx: {HOST}\r\n" in body and "mode: enforce\r\n" in body
+    assert fetch("www.sts.example")[0] == 404, "only on the mta-sts names"
