@@ -189,8 +189,8 @@ _FIELD_HINTS = (
     ("has no address", "remove_emails"), ("not a valid name", "name"),
     ("is not a domain name", "name"), ("password must not be empty", "password"),
     ("not a principal type", "type"), ("it has no members", "members"),
-    ("is not a member of", "remove_members"), ("is not a principal (or is the group)",
-                                               "add_members"),
+    ("is not a member of", "remove_members"), ("is not a principal", "members"),
+    ("is the group itself", "members"),
     ("is not a role name", "roles"), ("app password", "label"),
 )
 

@@ -163,8 +163,10 @@ class DirectoryManager:
         else:
             new_members, gone = list(add_members), list(remove_members)
             for m in new_members:
-                if m == p.name or await self.directory.principal(m) is None:
-                    raise DirectoryError(f'member "{m}" is not a principal (or is the group)')
+                if m == p.name:
+                    raise DirectoryError(f'member "{m}" is the group itself')
+                if await self.directory.principal(m) is None:
+                    raise DirectoryError(f'member "{m}" is not a principal')
         for m in gone:
             if m not in p.members:
                 raise DirectoryError(f'member "{m}" is not a member of "{p.name}"')
@@ -389,7 +391,7 @@ class DirectoryManager:
             raise DirectoryError(f'"{p.name}" is not a group or a list: it has no members')
         for m in members:
             if await self.directory.principal(m) is None:
-                raise DirectoryError(f'no principal named "{m}"')
+                raise DirectoryError(f'member "{m}" is not a principal')
         return members
 
     async def _addresses_in_domain(self, domain: str) -> list[str]:

@@ -349,3 +349,18 @@ def test_field_of_and_peer_ip():
     assert peer_ip("ipv6:[::ffff:192.0.2.1]:5000") == "192.0.2.1"
     assert peer_ip("ipv6:[2001:db8::1]:5000") == "2001:db8::1"
     assert peer_ip("unix:/run/x.sock") == "127.0.0.1"
+
+
+def test_create_group_with_an_unknown_member_names_the_field(env):
+    stub, principals = _stub(env)
+    with stub:
+        code, details = _code(principals.CreatePrincipal, principals_pb2.CreatePrincipalRequest(
+            name="ghosts", type="group", members=["nobody-here"]))
+        assert (code, details) == (grpc.StatusCode.INVALID_ARGUMENT,
+                                   'members: member "nobody-here" is not a principal')
+        code, details = _code(principals.CreatePrincipal, principals_pb2.CreatePrincipalRequest(
+            name="", type="group"))
+        assert (code, details) == (grpc.StatusCode.INVALID_ARGUMENT, "name: required")
+        code, details = _code(principals.ListPrincipals, principals_pb2.ListPrincipalsRequest(
+            type="robot"))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("type: ")
