@@ -32,6 +32,15 @@ http_requests_total = Counter(
     "HTTP requests answered, by listener, route and status code.",
     ["listener", "route", "status"],
 )
+messages_received_total = Counter(
+    "stalwart_messages_received_total",
+    "Messages accepted (SMTP/LMTP end of data answered with success), by protocol.",
+    ["protocol"],
+)
+messages_delivered_total = Counter(
+    "stalwart_messages_delivered_total",
+    "Messages stored into a local mailbox, one per recipient account.",
+)
 worker_processes = Gauge(
     "stalwart_worker_processes",
     "Worker processes running.",

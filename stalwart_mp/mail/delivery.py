@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import Enum
 
+from stalwart_mp import metrics
 from stalwart_mp.directory.base import Directory, DirectoryUnavailable
 from stalwart_mp.directory.ids import account_id
 from stalwart_mp.directory.recipients import Outcome, resolve
@@ -125,6 +126,9 @@ class Delivery:
                           extra={"fields": {"account": name, "rcpt": result.address}})
                 result.status = Status.TEMP_FAILURE
                 result.message = "451 4.3.0 temporary failure, try again later"
+        stored = sum(1 for outcome in outcomes if not isinstance(outcome, BaseException))
+        if stored:
+            metrics.messages_delivered_total.inc(stored)
         log.info("delivered", extra={"fields": {
             "from": mail_from, "size": len(raw),
             "rcpts": ",".join(f"{r.address}={r.status.value}" for r in results)}})

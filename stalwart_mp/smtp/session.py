@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from stalwart_mp import logs
+from stalwart_mp import logs, metrics
 from stalwart_mp.smtp import protocol as p
 from stalwart_mp.smtp.replies import Reply, ehlo_reply, reply
 
@@ -331,11 +331,13 @@ class SmtpSession(asyncio.Protocol):
         if tx.remote:
             queue_id = await self._enqueue(raw, tx)
         if self.kind == "lmtp":  # RFC 2033 §4.2: one reply per accepted recipient
+            metrics.messages_received_total.labels(self.kind).inc()
             return [_delivery_reply(r) for r in local_results]
         temporary = [r for r in local_results if r.status not in (Status.DELIVERED,)
                      and not r.permanent]
         if temporary:
             return reply(451, "4.3.0", "Temporary failure for some recipients, try again")
+        metrics.messages_received_total.labels(self.kind).inc()
         note = f" queued as {queue_id}" if queue_id else ""
         return reply(250, "2.0.0", f"Message accepted{note}")
 
