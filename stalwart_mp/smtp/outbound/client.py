@@ -119,14 +119,17 @@ class SmtpClient:
         return self._writer is None or self._writer.is_closing()
 
     async def connect(self, *, connect_timeout: float, tls: str = "opportunistic",
-                      verify: bool = False, ca_file: str = "") -> Reply:
+                      verify: bool = False, ca_file: str = "", dane: list | None = None
+                      ) -> Reply:
         """Connect, read the greeting, EHLO and apply the TLS mode: "opportunistic"
         (STARTTLS when offered, certificate unchecked unless ``verify``), "starttls"
         (required and verified), "implicit" (TLS from the first byte, verified), "none".
-        ``ca_file``: CAs to verify with instead of the system's. Raises SmtpError when the
-        host cannot be used."""
+        ``ca_file``: CAs to verify with instead of the system's. ``dane``: the usable
+        TLSA records of an authenticated answer (dane.py): STARTTLS is then mandatory and
+        the certificate is checked against them instead of the web PKI. Raises SmtpError
+        when the host cannot be used."""
         self.ca_file = ca_file
-        verify = verify or tls in ("starttls", "implicit")
+        verify = (verify or tls in ("starttls", "implicit")) and dane is None
         context = _context(verify, ca_file) if tls == "implicit" else None
         try:
             self._reader, self._writer = await asyncio.wait_for(
@@ -146,9 +149,10 @@ class SmtpClient:
             await self.close()
             raise SmtpError(f"{self.host} greeted with {greeting}")
         await self._ehlo()
-        if not self.tls and tls != "none" and "STARTTLS" in self.extensions:
-            await self.starttls(verify)
-        elif not self.tls and tls == "starttls":
+        if not self.tls and (tls != "none" or dane is not None) and \
+                "STARTTLS" in self.extensions:
+            await self.starttls(verify, dane)
+        elif not self.tls and (tls == "starttls" or dane is not None):
             await self.close()
             raise SmtpError(f"{self.host} does not offer STARTTLS, which is required",
                             "starttls-not-supported")
@@ -167,13 +171,14 @@ class SmtpClient:
             raise SmtpError(f"{self.host} refused HELO: {r}")
         self.extensions = {}
 
-    async def starttls(self, verify: bool) -> None:
+    async def starttls(self, verify: bool, dane: list | None = None) -> None:
         r = await self.command("STARTTLS")
         if r.code != 220:
-            raise SmtpError(f"{self.host} refused STARTTLS: {r}")
+            raise SmtpError(f"{self.host} refused STARTTLS: {r}",
+                            "starttls-not-supported" if dane is not None else None)
         try:
             await asyncio.wait_for(
-                self._writer.start_tls(_context(verify, self.ca_file),
+                self._writer.start_tls(_context(verify and dane is None, self.ca_file),
                                        server_hostname=self.host),
                 self.command_timeout)
         except (OSError, TimeoutError, ssl.SSLError) as exc:
@@ -181,7 +186,24 @@ class SmtpClient:
             raise SmtpError(f"TLS with {self.host} failed: {exc}",
                             tls_result_type(exc)) from None
         self.tls, self.verified = True, verify
+        if dane:
+            self._check_dane(dane)
         await self._ehlo()  # RFC 3207 §4.2: forget what was learned before TLS
+
+    def _check_dane(self, records: list) -> None:
+        """RFC 7672 §3: the certificate must match a DANE-EE record, or chain to a
+        DANE-TA anchor with the MX host's name."""
+        from stalwart_mp.smtp.outbound.dane import matches_ee, trust_anchors_pem
+
+        ssl_object = self._writer.get_extra_info("ssl_object")
+        leaf = ssl_object.getpeercert(binary_form=True) if ssl_object else None
+        ok = leaf is not None and (matches_ee(records, leaf) or
+                                   _chains_to(trust_anchors_pem(records), leaf, self.host))
+        if not ok:
+            self._writer.close()
+            raise SmtpError(f"DANE: the certificate of {self.host} matches no TLSA record",
+                            "validation-failure")
+        self.verified = True
 
     async def auth(self, username: str, password: str) -> None:
         """AUTH PLAIN, else LOGIN (RFC 4954, RFC 4616); SmtpError on refusal."""
@@ -340,3 +362,20 @@ def _context(verify: bool, ca_file: str = "") -> ssl.SSLContext:
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE  # RFC 7435 opportunistic: encrypt, do not authenticate
     return ctx
+
+
+def _chains_to(anchors_pem: str, leaf_der: bytes, host: str) -> bool:
+    """Whether the leaf, with the host's name, is issued by one of the anchors (the peer's
+    intermediates are not available from Python's ssl: anchors must issue the leaf)."""
+    if not anchors_pem:
+        return False
+    from cryptography import x509
+    from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
+
+    try:
+        store = Store(x509.load_pem_x509_certificates(anchors_pem.encode()))
+        verifier = PolicyBuilder().store(store).build_server_verifier(x509.DNSName(host))
+        verifier.verify(x509.load_der_x509_certificate(leaf_der), [])
+    except (VerificationError, ValueError):
+        return False
+    return True

@@ -24,6 +24,7 @@ class Hop:
     username: str = ""
     password: str = ""
     ca_file: str = ""          # CAs that verify this host ("" = the system's)
+    dane: tuple | None = None  # usable TLSA records of an authenticated answer (dane.py)
 
 
 @dataclass(frozen=True, slots=True)

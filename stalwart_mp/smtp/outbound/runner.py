@@ -25,8 +25,10 @@ import uuid
 from collections import defaultdict
 from dataclasses import dataclass
 
+from stalwart_mp.dns.resolver import DnsTempError
 from stalwart_mp.smtp.outbound import tlsrpt
 from stalwart_mp.smtp.outbound.client import Envelope, SmtpClient, SmtpError
+from stalwart_mp.smtp.outbound.dane import tlsa_name, usable
 from stalwart_mp.smtp.outbound.dsn import Report, build
 from stalwart_mp.smtp.outbound.mta_sts import MtaSts, Policy, PolicyError
 from stalwart_mp.smtp.outbound.routing import Hop, NoRoute, Router
@@ -130,6 +132,8 @@ class Runner:
         self.settings = settings
         self.router = router
         self.mta_sts = mta_sts
+        config = getattr(router.resolver, "config", None)
+        self.dnssec = bool(getattr(config, "dnssec", False))  # DANE needs a validating resolver
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.pool = ConnectionPool(settings.idle)
         self.wake = asyncio.Event()
@@ -346,34 +350,50 @@ class Runner:
                        {r.address: r.orcpt for r in rcpts},
                        message.ret, message.envid, message.requiretls)
         last = "no host could be reached"
+        routed = self.router.routed(domain)
         async with self._semaphore(domain):
             for hop in hops:
-                if policy is not None:
+                hop_policy = policy
+                tlsa: list[str] | None = None
+                if not routed and self.dnssec:
+                    try:
+                        records = await self._dane(hop)
+                    except DnsTempError as exc:  # RFC 7672 §2.2: unknown: not this host
+                        last = f"TLSA lookup for {hop.host} failed: {exc}"
+                        continue
+                    if records is not None:  # RFC 8461 §2: DANE comes before MTA-STS
+                        hop = dataclasses.replace(hop, tls="starttls", dane=tuple(records))
+                        tlsa = [f"{r.usage} {r.selector} {r.mtype} {r.data.hex()}"
+                                for r in records]
+                        hop_policy = None
+                if hop_policy is not None:
                     # RFC 8461 §4.1, §5: only listed MX hosts, with authenticated TLS
-                    if not policy.matches(hop.host):
-                        await self._report(domain, policy, "validation-failure", hop.host,
+                    if not hop_policy.matches(hop.host):
+                        await self._report(domain, hop_policy, "validation-failure",
+                                           hop.host,
                                            detail="MX host not listed in the MTA-STS policy")
-                        if policy.mode == "enforce":
+                        if hop_policy.mode == "enforce":
                             last = f"{hop.host} is not an MX host of the MTA-STS policy"
                             continue
                     hop = dataclasses.replace(hop, tls="starttls")
                 for ip in hop.ips:
                     try:
                         out = await self._deliver_hop(hop, ip, env, body)
-                        if policy is not None:
-                            await self._report(domain, policy, "", hop.host, ip)
+                        if hop_policy is not None or tlsa is not None:
+                            await self._report(domain, hop_policy, "", hop.host, ip,
+                                               tlsa=tlsa)
                         return out
                     except SmtpError as exc:
                         last = str(exc)
                         log.info("host failed", extra={"fields": {
                             "queue_id": message.id, "host": hop.host, "ip": ip,
                             "error": last}})
-                        if policy is None or exc.tls_failure is None:
+                        if exc.tls_failure is None or (hop_policy is None and tlsa is None):
                             continue
-                        await self._report(domain, policy, exc.tls_failure, hop.host, ip,
-                                           last)
-                        if policy.mode == "testing":  # report, but deliver as before
-                            try:
+                        await self._report(domain, hop_policy, exc.tls_failure, hop.host,
+                                           ip, last, tlsa=tlsa)
+                        if hop_policy is not None and hop_policy.mode == "testing":
+                            try:  # report, but deliver as before
                                 return await self._deliver_hop(
                                     dataclasses.replace(hop, tls="opportunistic"), ip, env,
                                     body)
@@ -382,6 +402,14 @@ class Runner:
         if policy is not None and policy.mode == "enforce":
             last = f"MTA-STS policy of {domain} not met: {last}"
         return every(Outcome(451, f"4.4.1 {last}", hops[-1].host if hops else ""))
+
+    async def _dane(self, hop: Hop) -> list | None:
+        """The usable TLSA records of an MX host when its TLSA answer is authenticated
+        (RFC 7672 §2.2); None: no DANE for this host (no records, or not vouched for)."""
+        answer = await self.router.resolver.tlsa(tlsa_name(hop.host, hop.port))
+        if not answer.authentic or not answer.records:
+            return None
+        return usable(answer.records)
 
     async def _policy(self, domain: str) -> Policy | None:
         """The MTA-STS policy to apply to direct delivery to ``domain`` (RFC 8461)."""
@@ -398,9 +426,11 @@ class Runner:
         return policy if policy is not None and policy.mode != "none" else None
 
     async def _report(self, domain: str, policy: Policy | None, result_type: str,
-                      mx_host: str = "", ip: str = "", detail: str = "") -> None:
+                      mx_host: str = "", ip: str = "", detail: str = "",
+                      tlsa: list[str] | None = None) -> None:
         if self.settings.tls_reports:
-            await tlsrpt.record(self.data, domain, policy, result_type, mx_host, ip, detail)
+            await tlsrpt.record(self.data, domain, policy, result_type, mx_host, ip, detail,
+                                tlsa=tlsa)
 
     async def send_tls_reports(self, today: int | None = None) -> int:
         """Send the TLS reports of finished days (RFC 8460), by mail or HTTPS."""
@@ -418,7 +448,7 @@ class Runner:
 
     async def _deliver_hop(self, hop: Hop, ip: str, env: Envelope, body: bytes
                            ) -> dict[str, Outcome]:
-        key = (ip, hop.port, hop.tls, hop.username)
+        key = (ip, hop.port, hop.tls, hop.username, hop.dane)
         client = self.pool.take(key)
         if client is not None:
             try:
@@ -429,7 +459,8 @@ class Runner:
         client = SmtpClient(hop.host, ip, hop.port, helo=s.hostname,
                             command_timeout=s.command_timeout, data_timeout=s.data_timeout)
         await client.connect(connect_timeout=s.connect_timeout, tls=hop.tls,
-                             verify=env.requiretls, ca_file=hop.ca_file)
+                             verify=env.requiretls, ca_file=hop.ca_file,
+                             dane=list(hop.dane) if hop.dane is not None else None)
         if hop.username:
             await client.auth(hop.username, hop.password)
         return await self._transaction(key, client, hop, env, body)

@@ -45,10 +45,13 @@ def _key(day: int, domain: str, entry: list) -> bytes:
 
 async def record(data: DataStore, domain: str, policy, result_type: str = "",
                  mx_host: str = "", receiving_ip: str = "", detail: str = "",
-                 when: float | None = None) -> None:
+                 when: float | None = None, tlsa: list[str] | None = None) -> None:
     """Count one session to ``domain`` under ``policy`` (an mta_sts.Policy, or None when
-    it could not be had); ``result_type`` "" = success."""
-    if policy is not None:
+    it could not be had) or, with ``tlsa`` (the records as text), under DANE;
+    ``result_type`` "" = success."""
+    if tlsa is not None:
+        entry = ["tlsa", tlsa, [], result_type, mx_host, receiving_ip, detail[:200]]
+    elif policy is not None:
         entry = ["sts", policy.text.splitlines(), policy.mx, result_type, mx_host,
                  receiving_ip, detail[:200]]
     else:

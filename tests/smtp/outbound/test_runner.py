@@ -26,7 +26,8 @@ MESSAGE = (b"From: Alice <alice@example.org>\r\nTo: <x@remote.test>\r\n"
            b"Hello remote.\r\n.leading dot line\r\n")
 
 
-def config(folder, dns_port: int, sink_port: int, **outbound) -> object:
+def config(folder, dns_port: int, sink_port: int, resolver: dict | None = None,
+           **outbound) -> object:
     out = {"port": sink_port, "retry": ["1s"], "expire": "30s", "notify": [],
            "scan-interval": "200ms", "lease": "5s", "timeout": {"connect": "2s"}}
     out.update(outbound)
@@ -34,7 +35,8 @@ def config(folder, dns_port: int, sink_port: int, **outbound) -> object:
         "server": {"hostname": "mail.example.org"},
         "store": {"default": {"type": "sqlite", "path": str(folder / "data.sqlite")}},
         "storage": {"data": "default"},
-        "resolver": {"nameservers": [f"127.0.0.1:{dns_port}"], "timeout": 2},
+        "resolver": {"nameservers": [f"127.0.0.1:{dns_port}"], "timeout": 2,
+                     **(resolver or {})},
         "outbound": out,
     })
 
