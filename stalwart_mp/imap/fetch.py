@@ -77,7 +77,7 @@ async def fetch_messages(session, sel, targets: list[tuple[int, int, int]],
     for start in range(0, len(targets), _CHUNK):
         chunk = targets[start:start + _CHUNK]
         eids = [e for _, _, e in chunk]
-        emails = await mail.emails(acct, eids)
+        emails = await sel.emails(session, eids)
         if changed_since is not None:
             keep = [(t, e) for t, e in zip(chunk, emails, strict=True)
                     if e is not None and e.modseq > changed_since]
@@ -98,6 +98,7 @@ async def fetch_messages(session, sel, targets: list[tuple[int, int, int]],
             if unseen:
                 await mail.set_keywords(acct, unseen, add=[SEEN])
                 fresh = {e.id: e for e in await mail.emails(acct, unseen) if e is not None}
+                sel.remember(fresh.values())
                 keep = [(t, fresh.get(e.id, e)) for t, e in keep]
                 seen_now = set(fresh)
                 for eid, e in fresh.items():
@@ -105,7 +106,7 @@ async def fetch_messages(session, sel, targets: list[tuple[int, int, int]],
         for ((seq, uid, _), email), meta, raw in zip(keep, metas, blobs, strict=True):
             values = _render(session, sel, uid, email, meta, raw, items)
             if email.id in seen_now and not any(i.name == "FLAGS" for i in items):
-                values.append(("FLAGS", fl.to_flags(email.keywords)))  # RFC 9051 §6.4.5
+                values.append(("FLAGS", fl.flags_wire(email.keywords)))  # RFC 9051 §6.4.5
             session.out(w.fetch(seq, values, session.utf8))
         await session.flush()
 
@@ -132,7 +133,7 @@ def _render(session, sel, uid: int, email, meta: dict | None, raw: bytes | None,
         if name == "UID":
             out.append(("UID", uid))
         elif name == "FLAGS":
-            out.append(("FLAGS", fl.to_flags(email.keywords)))
+            out.append(("FLAGS", fl.flags_wire(email.keywords)))
         elif name == "INTERNALDATE":
             out.append(("INTERNALDATE", internal_date(email.received_at)))
         elif name == "RFC822.SIZE":

@@ -5,7 +5,7 @@ The model keeps keywords in lower case (IMAP keywords are case-insensitive, RFC 
 """
 from __future__ import annotations
 
-from stalwart_mp.imap.protocol.writer import Atom
+from stalwart_mp.imap.protocol.writer import Atom, Raw
 
 SYSTEM = {"\\seen": "$seen", "\\answered": "$answered", "\\flagged": "$flagged",
           "\\draft": "$draft", "\\deleted": "$deleted"}
@@ -38,3 +38,18 @@ def to_keywords(flags: list[str]) -> list[str]:
 
 def to_flags(keywords: list[str]) -> list[Atom]:
     return [Atom(_BACK.get(k, k)) for k in keywords]
+
+
+_WIRE: dict[tuple[str, ...], Raw] = {}
+
+
+def flags_wire(keywords: list[str]) -> Raw:
+    """``(\\Seen $Junk)`` as bytes, memoized: FETCH 1:* FLAGS writes the same few flag
+    combinations thousands of times."""
+    key = tuple(keywords)
+    out = _WIRE.get(key)
+    if out is None:
+        out = Raw(b"(" + " ".join(_BACK.get(k, k) for k in keywords).encode("utf-8") + b")")
+        if len(_WIRE) < 4096:
+            _WIRE[key] = out
+    return out

@@ -19,10 +19,11 @@ from stalwart_mp.imap.folders import Folders
 from stalwart_mp.imap.protocol import commands as c
 from stalwart_mp.imap.protocol import writer as w
 from stalwart_mp.imap.session import No, State
-from stalwart_mp.mail.records import DELETED
+from stalwart_mp.mail.records import DELETED, Email
 from stalwart_mp.mail.store import MailError, NoSuchMailbox
 
 _CHANGES_LIMIT = 5000
+_CACHE_MAX = 200_000
 
 
 class Selected:
@@ -37,6 +38,29 @@ class Selected:
         self.uidnext = max(mailbox.uidnext, (self.uids[-1] + 1) if self.uids else 1)
         self.own: dict[int, int] = {}         # email id -> modseq of this session's change
         self.pending = False                  # removed messages not yet announced
+        # email records of the view, kept coherent by sync (every change since the view's
+        # modseq drops the entry): FETCH 1:* FLAGS reads no record twice
+        self.cache: dict[int, Email] = {}
+
+    async def emails(self, session, eids: list[int]) -> list[Email | None]:
+        cache = self.cache
+        missing = [e for e in eids if e not in cache]
+        if missing:
+            loaded = await session.services.mail.emails(session.acct, missing)
+            room = len(cache) < _CACHE_MAX
+            fresh = {}
+            for e in loaded:
+                if e is not None:
+                    fresh[e.id] = e
+                    if room:
+                        cache[e.id] = e
+            return [cache.get(e) or fresh.get(e) for e in eids]
+        return [cache[e] for e in eids]
+
+    def remember(self, emails) -> None:
+        for e in emails:
+            if e is not None and e.id in self.uid_of:
+                self.cache[e.id] = e
 
     def __len__(self) -> int:
         return len(self.uids)
@@ -94,6 +118,8 @@ class Selected:
             touched.update(ch.emails_updated)
         if len(changes) >= _CHANGES_LIMIT:
             touched = set(self.eids)
+        for eid in touched:
+            self.cache.pop(eid, None)
         added: set[int] = set()
         if self.pending or mailbox.uidnext != self.uidnext or mailbox.total != len(self.uids):
             index = await mail.uid_index(acct, self.mid)
@@ -119,6 +145,7 @@ class Selected:
         flagged = [e for e in touched if e in self.uid_of and e not in added]
         if flagged:
             emails = await mail.emails(acct, flagged)
+            self.remember(emails)
             for email in sorted((e for e in emails if e is not None),
                                 key=lambda e: self.uid_of.get(e.id, 0)):
                 if self.own.get(email.id) == email.modseq or email.id not in self.uid_of:
@@ -127,7 +154,7 @@ class Selected:
                 seq = self.seq(uid)
                 if seq is None or self.mid not in email.mailboxes:
                     continue
-                items = [("UID", uid), ("FLAGS", fl.to_flags(email.keywords))]
+                items = [("UID", uid), ("FLAGS", fl.flags_wire(email.keywords))]
                 if session.condstore:
                     items.append(("MODSEQ", [email.modseq]))
                 session.out(w.fetch(seq, items, session.utf8))
@@ -144,6 +171,9 @@ class Selected:
                 if self.uids[i] in gone:
                     session.out(w.untagged(f"{i + 1} EXPUNGE"))
         keep = [(u, e) for u, e in zip(self.uids, self.eids, strict=True) if u not in gone]
+        for u, e in zip(self.uids, self.eids, strict=True):
+            if u in gone:
+                self.cache.pop(e, None)
         self.uids = [u for u, _ in keep]
         self.eids = [e for _, e in keep]
         self.uid_of = {e: u for u, e in keep}
@@ -162,6 +192,7 @@ async def folders(session) -> Folders:
 
 async def cmd_select(session, cmd: c.Select):
     mail = session.services.mail
+    previous = session.selected
     if session.selected is not None:
         session.selected = None
         session.state = State.AUTHENTICATED
@@ -175,8 +206,19 @@ async def cmd_select(session, cmd: c.Select):
     if box is None:
         raise No(f'No mailbox "{cmd.mailbox}"', "NONEXISTENT")
     state = await mail.state(session.acct)
+    carried = None
+    if previous is not None and previous.mid == box.id and previous.cache:
+        # re-selecting: keep the records no change touched since the old view's modseq
+        changes = await mail.changes(session.acct, previous.modseq, limit=_CHANGES_LIMIT)
+        if len(changes) < _CHANGES_LIMIT:
+            carried = previous.cache
+            for ch in changes:
+                for eid in (*ch.emails_updated, *ch.emails_destroyed):
+                    carried.pop(eid, None)
     index = await mail.uid_index(session.acct, box.id)
     sel = Selected(box, cmd.name == "EXAMINE", index, state.modseq)
+    if carried:
+        sel.cache = {e: rec for e, rec in carried.items() if e in sel.uid_of}
     out = session.out
     out(w.untagged("FLAGS (" + " ".join(fl.FLAGS) + ")"))
     out(w.untagged(f"{len(sel)} EXISTS"))
@@ -243,6 +285,7 @@ async def cmd_examine(session, cmd: c.Select):
 
 async def _deleted_uids(session, targets: list[tuple[int, int, int]]) -> list[int]:
     emails = await session.services.mail.emails(session.acct, [e for _, _, e in targets])
+    session.selected.remember(emails)
     return [u for (_, u, _), e in zip(targets, emails, strict=True)
             if e is not None and DELETED in e.keywords]
 
@@ -303,6 +346,7 @@ async def cmd_store(session, cmd: c.Store):
                                         **kwargs)
     failed_set = set(failed)
     emails = await mail.emails(session.acct, eids)
+    sel.remember(emails)
     for (seq, uid, eid), email in zip(targets, emails, strict=True):
         if email is None or eid in failed_set:
             continue
@@ -313,7 +357,7 @@ async def cmd_store(session, cmd: c.Store):
         if cmd.uid:
             items.append(("UID", uid))
         if not cmd.silent:
-            items.append(("FLAGS", fl.to_flags(email.keywords)))
+            items.append(("FLAGS", fl.flags_wire(email.keywords)))
         if session.condstore:
             items.append(("MODSEQ", [email.modseq]))
         if items:

@@ -20,6 +20,12 @@ class Atom(str):
     __slots__ = ()
 
 
+class Raw(bytes):
+    """Already in wire form (pre-encoded values such as a cached flag list)."""
+
+    __slots__ = ()
+
+
 class Literal8(bytes):
     """A binary literal ``~{n}`` (RFC 3516 §4.2, BINARY content with NUL)."""
 
@@ -49,6 +55,8 @@ def literal(raw: bytes) -> bytes:
 def encode(value: object, utf8: bool = False) -> bytes:
     if value is None:
         return b"NIL"
+    if isinstance(value, Raw):
+        return bytes(value)
     if isinstance(value, Atom):
         return value.encode("utf-8")
     if isinstance(value, bool):
