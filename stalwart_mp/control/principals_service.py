@@ -21,6 +21,7 @@ import grpc
 from stalwart_mp.control.auth import Caller, Verdict, audit
 from stalwart_mp.control.gen.stalwart_mp.v1 import principals_pb2, principals_pb2_grpc
 from stalwart_mp.control.status import timestamp
+from stalwart_mp.directory import dkim_keys
 from stalwart_mp.directory.base import (
     DirectoryError,
     DirectoryUnavailable,
@@ -327,7 +328,14 @@ class PrincipalsServicer(principals_pb2_grpc.PrincipalsServicer):
         self, request: principals_pb2.DeletePrincipalRequest, context: grpc.ServicerContext
     ) -> principals_pb2.DeletePrincipalResponse:
         self._required(context, name=request.name)
-        self._do(context, lambda m: m.delete(request.name))
+
+        async def delete(m: Any) -> None:
+            p = await m.directory.principal(request.name)
+            await m.delete(request.name)
+            if p is not None and p.type == PrincipalType.DOMAIN:
+                await dkim_keys.delete_keys(m.store, p.name)  # a domain goes with its keys
+
+        self._do(context, delete)
         audit("principal.delete", name=request.name)
         return principals_pb2.DeletePrincipalResponse()
 

@@ -443,3 +443,12 @@ def test_the_published_mta_sts_policy_is_served(env):
     assert txt == f"v=STSv1; id={hashlib.sha256(body.encode()).hexdigest()[:32]}"
     assert f"mx: {HOST}\r\n" in body and "mode: enforce\r\n" in body
     assert fetch("www.sts.example")[0] == 404, "only on the mta-sts names"
+
+
+def test_deleting_a_domain_as_a_principal_deletes_its_keys(env):
+    env.domains.CreateDomain(principals_pb2.CreateDomainRequest(name="gone.example"),
+                             timeout=30)
+    assert len(env.stored_keys("gone.example")) == 2
+    env.principals.DeletePrincipal(principals_pb2.DeletePrincipalRequest(name="gone.example"),
+                                   timeout=30)
+    assert env.stored_keys("gone.example") == []
