@@ -1,6 +1,6 @@
 """Shared set-up of the IMAP integration tests: a real ``stalwart-mp serve`` with an IMAP
 listener (STARTTLS on the plain port), an implicit-TLS one, SMTP and LMTP for delivery, and
-the accounts of tests/smtp/smtp_env.py (alice, bob with a 300-byte quota, carol)."""
+accounts alice, bob (a 300-byte quota), carol, dave and erin."""
 from __future__ import annotations
 
 import imaplib
@@ -10,7 +10,8 @@ import time
 
 from tests.smtp.smtp_env import mail_server
 
-ACCOUNTS = [("alice", "alice-pw", None), ("bob", "bob-pw", 300), ("carol", "carol-pw", None)]
+ACCOUNTS = [("alice", "alice-pw", None), ("bob", "bob-pw", 300), ("carol", "carol-pw", None),
+            ("dave", "dave-pw", None), ("erin", "erin-pw", None)]
 SMTP_SETTINGS = ("max-message-size = 200000\nchecks.spf = false\nchecks.dkim = false\n"
                  "checks.iprev = false\nchecks.dmarc = false\n")
 
