@@ -411,6 +411,14 @@ class SmtpSession(asyncio.Protocol):
         if dmarc is not None and dmarc.result == "fail" and self.server.enforce_dmarc and \
                 dmarc.policy in ("reject", "quarantine"):
             verdict = dmarc.policy
+        if dmarc is not None and self.server.worker.cfg.get("outbound.dmarc-reports.enabled"):
+            from stalwart_mp.smtp.outbound.dmarc_reports import record
+
+            try:  # counted for the daily aggregate report (RFC 7489 §7.2)
+                await record(self.server.services.data, dmarc, spf, dkim, ip,
+                             tx.mail_from or "", verdict)
+            except Exception:
+                log.exception("DMARC result not recorded for the aggregate report")
         return f"Authentication-Results: {value}\r\n".encode(), verdict
 
     def _received_header(self) -> bytes:

@@ -56,6 +56,7 @@ class OutboundSettings:
     idle: float
     tls_reports: bool = False
     report_sender: str = ""
+    dmarc_reports: bool = False
 
     @classmethod
     def from_config(cls, cfg) -> OutboundSettings:
@@ -69,7 +70,8 @@ class OutboundSettings:
             cfg.get("outbound.timeout.data"), cfg.get("outbound.idle"),
             cfg.get("outbound.tls-reports.enabled"),
             cfg.get("outbound.tls-reports.from") or
-            f"postmaster@{cfg.get('outbound.hostname') or cfg.get('server.hostname')}")
+            f"postmaster@{cfg.get('outbound.hostname') or cfg.get('server.hostname')}",
+            cfg.get("outbound.dmarc-reports.enabled"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,12 +161,15 @@ class Runner:
         last_reports = 0.0
         try:
             while True:
-                if self.settings.tls_reports and time.monotonic() - last_reports > 3600:
+                if time.monotonic() - last_reports > 3600:  # the reports of finished days
                     last_reports = time.monotonic()
                     try:
-                        await self.send_tls_reports()
+                        if self.settings.tls_reports:
+                            await self.send_tls_reports()
+                        if self.settings.dmarc_reports:
+                            await self.send_dmarc_reports()
                     except (StoreError, OSError) as exc:
-                        log.error("TLS reports failed", extra={"fields": {"error": str(exc)}})
+                        log.error("reports failed", extra={"fields": {"error": str(exc)}})
                 self.wake.clear()
                 try:
                     await self._scan()
@@ -439,10 +444,19 @@ class Runner:
             sender=self.settings.report_sender, deliver_mail=self._deliver_report,
             post_https=_post_report, today=today)
 
+    async def send_dmarc_reports(self, today: int | None = None) -> int:
+        """Send the DMARC aggregate reports of finished days (RFC 7489 §7.2)."""
+        from stalwart_mp.smtp.outbound import dmarc_reports
+
+        return await dmarc_reports.send_reports(
+            self.data, self.router.resolver, submitter=self.settings.hostname,
+            sender=self.settings.report_sender, deliver_mail=self._deliver_report,
+            today=today)
+
     async def _deliver_report(self, raw: bytes, recipient: str) -> None:
         from stalwart_mp.smtp.outbound.dkim_sign import sign
 
-        # RFC 8460 §5.3: reports by mail are DKIM-signed
+        # RFC 8460 §5.3: TLS reports by mail are DKIM-signed (DMARC reports too)
         raw = await sign(self.data, raw, self.settings.report_sender) + raw
         await self._deliver_generated(raw, recipient, self.settings.report_sender)
 

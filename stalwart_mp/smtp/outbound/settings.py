@@ -95,6 +95,9 @@ SCHEMA.add(
     Setting("outbound.tls-reports.from", Str(), "",
             "Sender of the TLS reports; empty = postmaster@<server.hostname>. The reports "
             "are DKIM-signed when the address's domain has keys."),
+    Setting("outbound.dmarc-reports.enabled", Bool(), True,
+            "Record the DMARC results of mail received on the MX and send the daily "
+            "aggregate reports (RFC 7489 §7.2) to the rua of the sender domains' records."),
     Setting("outbound.dkim.sign", Bool(), True,
             "DKIM-sign mail submitted by our users with every key of the sender's domain "
             "(ed25519-sha256 and rsa-sha256)."),

@@ -9,8 +9,9 @@ sts-policy-invalid, sts-webpki-invalid). Counters are kept per UTC day in the da
 
 Once a day is over, ``send_reports`` builds one JSON report per domain (§4.4), gzips it and
 sends it to each ``rua`` of the domain's ``_smtp._tls`` TXT record (§3): by mail as a
-``multipart/report; report-type="tlsrpt"`` message (§5.3) or by HTTPS POST (§5.4); then the
-day's counters are dropped.
+``multipart/report; report-type="tlsrpt"`` message (§5.3) or by HTTPS POST (§5.4). The
+day's counters are taken first by one compare-and-set delete (``claim``), so of several
+queue processes sharing the store only one sends each report.
 """
 from __future__ import annotations
 
@@ -27,7 +28,13 @@ from dataclasses import dataclass
 import msgpack
 
 from stalwart_mp.dns.resolver import DnsTempError
-from stalwart_mp.store.data import DataStore, WriteBatch, decode_counter
+from stalwart_mp.store.data import (
+    AssertionFailed,
+    DataStore,
+    WriteBatch,
+    decode_counter,
+    encode_counter,
+)
 
 log = logging.getLogger("stalwart_mp.outbound")
 
@@ -155,6 +162,20 @@ def report_message(report: dict, *, domain: str, submitter: str, sender: str, to
     return ("\r\n".join(lines) + "\r\n" + b64 + f"\r\n--{boundary}--\r\n").encode()
 
 
+async def claim(data: DataStore, keys: list[bytes], values: list[int]) -> bool:
+    """Take a day's counters for reporting: delete them if they still hold what was read,
+    in one compare-and-set. False: another queue process took them first (one report per
+    domain and day, however many nodes share the store)."""
+    batch = WriteBatch()
+    for key, value in zip(keys, values, strict=True):
+        batch.assert_value(key, encode_counter(value)).delete(key)
+    try:
+        await data.write(batch)
+    except AssertionFailed:
+        return False
+    return True
+
+
 async def send_reports(data: DataStore, resolver, *, submitter: str, sender: str,
                        deliver_mail, post_https=None, today: int | None = None) -> int:
     """Send the reports of every finished day; returns how many were sent.
@@ -169,6 +190,8 @@ async def send_reports(data: DataStore, resolver, *, submitter: str, sender: str
             ruas = parse_rua(await resolver.txt(f"_smtp._tls.{counts.domain}"))
         except DnsTempError:
             continue  # try again at the next round
+        if not await claim(data, counts.keys, [n for _, n in counts.entries]):
+            continue  # another queue process (node) reports this domain and day
         report_id = f"{counts.day}.{uuid.uuid4().hex}@{submitter}"
         report = build_report(counts, submitter, f"mailto:{sender}", report_id)
         for uri in ruas:
@@ -185,10 +208,6 @@ async def send_reports(data: DataStore, resolver, *, submitter: str, sender: str
             except Exception:
                 log.exception("TLS report not sent", extra={"fields": {
                     "domain": counts.domain, "rua": uri}})
-        batch = WriteBatch()
-        for k in counts.keys:
-            batch.delete(k)
-        await data.write(batch)
         log.info("TLS report", extra={"fields": {"domain": counts.domain, "day": counts.day,
                                                   "rua": ",".join(ruas)}})
     return sent

@@ -133,3 +133,36 @@ def test_queue_process_killed_mid_delivery_delivers_exactly_once(server, sink):
     time.sleep(2.0)     # past another lease period: nothing more arrives
     assert sink.count() == 1
     assert sink.transactions == 2   # the interrupted one and the one that counted
+
+
+def test_mx_records_dmarc_results_for_the_aggregate_report(tmp_path, dns_zone):  # noqa: F811
+    from stalwart_mp.smtp.outbound.dmarc_reports import pending_days
+
+    dns_port, zone = dns_zone
+    zone["remote.test"] = {"TXT": ["v=spf1 ip4:127.0.0.1 -all"]}
+    zone["_dmarc.remote.test"] = {"TXT": ["v=DMARC1; p=none; rua=mailto:agg@remote.test"]}
+    srv = mail_server(tmp_path, dns_port, {"smtp": ("smtp", "")})
+    try:
+        with smtplib.SMTP("127.0.0.1", srv.ports["smtp"], timeout=10) as c:
+            c.ehlo("client.remote.test")
+            assert c.sendmail("ann@remote.test", ["alice@example.org"],
+                              b"From: Ann <ann@remote.test>\r\nTo: alice@example.org\r\n"
+                              b"Subject: hi\r\n\r\nHello.\r\n") == {}
+    finally:
+        srv.stop()
+
+    async def rows():
+        data = _store(tmp_path)
+        try:
+            return await pending_days(data, 99991231)
+        finally:
+            await data.close()
+
+    [day] = asyncio.run(rows())
+    assert day.domain == "remote.test"
+    [(row, count)] = day.rows
+    assert count == 1
+    ip, disposition, dkim_ok, spf_ok, header_from, envelope_from, _dkims, spf = row
+    assert (ip, disposition, dkim_ok, spf_ok) == ("127.0.0.1", "none", "fail", "pass")
+    assert (header_from, envelope_from) == ("remote.test", "remote.test")
+    assert spf == ["remote.test", "mfrom", "pass"]
