@@ -195,10 +195,24 @@ SCHEMA.add(
         "loopback or a unix socket: it administers the server.",
     ),
     Setting(
+        "admin.enabled",
+        Bool(),
+        False,
+        "Run the web admin (the admin child: gunicorn serving admin_web on admin.bind). "
+        "Off unless enabled: it administers the server over HTTP; keep it on loopback or "
+        "behind a TLS proxy.",
+    ),
+    Setting(
         "admin.bind",
         BindAddress(),
         "127.0.0.1:8080",
         "Address of the web admin (gunicorn).",
+    ),
+    Setting(
+        "admin.workers",
+        Int(min=1, max=64),
+        2,
+        "Gunicorn worker processes of the web admin (4 threads each).",
     ),
     # --- logging and metrics ---
     Setting("logging.level", Choice("debug", "info", "warning", "error"), "info", "Log level."),

@@ -25,12 +25,12 @@ from stalwart_mp.config.stored import load_with_stored
 from stalwart_mp.master import status, systemd
 from stalwart_mp.master.children import (
     BOOT_ERROR,
-    SINGLETONS,
     Child,
     ChildContext,
     backoff_delay,
     fork_child,
     now,
+    wanted_singletons,
 )
 from stalwart_mp.master.privileges import chown_for_children, target_ids
 from stalwart_mp.master.sockets import Listener, SocketPool, listeners_from
@@ -229,7 +229,7 @@ class Master:
         for extra in sorted(workers, key=lambda c: c.started_at)[: max(0, len(workers)
                                                                          - self.num_workers)]:
             self._retire(extra)
-        for kind in SINGLETONS:
+        for kind in wanted_singletons(self.cfg):
             if not any(c.kind == kind and not c.retiring for c in self.children.values()):
                 self._spawn(kind)
 
@@ -365,8 +365,13 @@ class Master:
         # Workers always roll; the control child only when its address changed (it reads
         # nothing else from the bootstrap config, and keeping it keeps Reload calls alive).
         control_moved = cfg.get("control.bind") != self.cfg.get("control.bind")
+        # the web admin restarts when its settings or the control address change
+        admin_changed = control_moved or any(
+            cfg.get(k) != self.cfg.get(k) for k in ("admin.enabled", "admin.bind",
+                                                    "admin.workers"))
         old = [c for c in self.children.values() if not c.retiring
-               and (c.kind == "worker" or control_moved)]
+               and (c.kind == "worker" or control_moved
+                    or (c.kind == "admin" and admin_changed))]
         self.cfg = cfg
         self.listeners = new_listeners
         self.num_workers = cfg.get("server.workers")

@@ -4,8 +4,8 @@ A child is forked from the master (which holds no event loop, no DB connection, 
 channel) and only then imports what it needs. Kinds:
 - ``worker`` (N): uvloop, serves every listener on the shared sockets;
 - ``control`` (1): the gRPC control plane;
-- ``queue`` (1): background mail work (indexing, housekeeping; outbound delivery later).
-The ``admin`` singleton joins this table with the web admin issue.
+- ``queue`` (1): background mail work (indexing, housekeeping; outbound delivery later);
+- ``admin`` (1, when admin.enabled): gunicorn serving the web admin (``admin_web``).
 """
 from __future__ import annotations
 
@@ -35,8 +35,18 @@ BODIES: dict[str, str] = {
     "worker": "stalwart_mp.worker.main:run_worker",
     "control": "stalwart_mp.control.main:run_control_child",
     "queue": "stalwart_mp.background.main:run_queue_child",
+    "admin": "admin_web.child:run_admin_child",
 }
-SINGLETONS = ("control", "queue")
+SINGLETONS = ("control", "queue", "admin")
+# singletons that run only while a setting is true
+OPTIONAL_SINGLETONS = {"admin": "admin.enabled"}
+
+
+def wanted_singletons(cfg: object) -> list[str]:
+    """The singleton kinds ``cfg`` (a Config) asks for."""
+    return [kind for kind in SINGLETONS
+            if kind not in OPTIONAL_SINGLETONS
+            or cfg.get(OPTIONAL_SINGLETONS[kind])]  # type: ignore[attr-defined]
 
 
 @dataclass(slots=True)

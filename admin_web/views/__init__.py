@@ -1,0 +1,1 @@
+"""Blueprints of the web admin, one per area."""
