@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 
 from stalwart_mp.imap import flags as fl
 from stalwart_mp.imap.folders import (
@@ -336,3 +337,82 @@ async def cmd_getquota(session, cmd: c.QuotaCmd):
 
 async def cmd_setquota(session, cmd: c.QuotaCmd):
     raise No("Quotas are set by the administrator", "NOPERM")
+
+
+# --- METADATA (RFC 5464) -------------------------------------------------------------------
+
+METADATA_MAX_SIZE = 64 * 1024     # one value (RFC 5464 §4.3: NO [METADATA MAXSIZE n])
+METADATA_MAX_ENTRIES = 100        # per mailbox (NO [METADATA TOOMANY])
+_ENTRY = re.compile(r"/(private|shared)(/[^/*%\x00-\x1f\x7f]+)*\Z", re.IGNORECASE)
+
+
+def _check_entry(entry: str, setting: bool = False) -> str:
+    """RFC 5464 §3.2: "/private/..." or "/shared/...", no wildcards, no empty level (the
+    bare roots only to read with a DEPTH)."""
+    if not _ENTRY.match(entry) or (setting and entry.count("/") < 2):
+        raise No(f'Invalid entry name "{entry}": expected /private/... or /shared/...',
+                 status="BAD")
+    return entry.lower()
+
+
+async def _metadata_mailbox(session, name: str) -> tuple[int, str]:
+    if name == "":
+        return 0, ""
+    folders = await _folders(session)
+    box = _find(folders, name)
+    return box.id, folders.path(box.id)
+
+
+async def cmd_getmetadata(session, cmd: c.Metadata):
+    wanted = [_check_entry(e) for e in cmd.entries]
+    mid, path = await _metadata_mailbox(session, cmd.mailbox)
+    stored = await session.services.mail.annotations(session.acct, mid)
+    found: dict[str, bytes] = {}
+    for entry in wanted:
+        for name, value in stored.items():
+            if name == entry:
+                found[name] = value
+            elif name.startswith(entry + "/"):
+                rest = name[len(entry) + 1:]
+                if cmd.depth == "infinity" or (cmd.depth == "1" and "/" not in rest):
+                    found[name] = value
+    code = None
+    if cmd.maxsize is not None:  # §4.2.1: too long entries are left out and reported
+        longest = max((len(v) for v in found.values() if len(v) > cmd.maxsize), default=0)
+        found = {k: v for k, v in found.items() if len(v) <= cmd.maxsize}
+        if longest:
+            code = f"METADATA LONGENTRIES {longest}"
+    if found:
+        items: list[object] = []
+        for name in sorted(found):
+            value = found[name]
+            items += [w.Atom(name), value.decode("utf-8") if _printable(value) else value]
+        session.out(w.untagged(b"METADATA " + w.mailbox_name(path, session.utf8) + b" " +
+                               w.encode(items, session.utf8)))
+    return "GETMETADATA completed", code
+
+
+def _printable(value: bytes) -> bool:
+    try:
+        text = value.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return "\x00" not in text
+
+
+async def cmd_setmetadata(session, cmd: c.Metadata):
+    values = {}
+    for entry, value in cmd.values.items():
+        values[_check_entry(entry, setting=True)] = value
+        if value is not None and len(value) > METADATA_MAX_SIZE:
+            raise No(f"Value of {entry} is over {METADATA_MAX_SIZE} octets",
+                     f"METADATA MAXSIZE {METADATA_MAX_SIZE}")
+    mid, _ = await _metadata_mailbox(session, cmd.mailbox)
+    try:
+        await session.services.mail.set_annotations(session.acct, mid, values,
+                                                    METADATA_MAX_ENTRIES)
+    except NoSuchMailbox:
+        raise No(f'No mailbox "{cmd.mailbox}"', "NONEXISTENT") from None
+    except MailError as exc:
+        raise No(str(exc), "METADATA TOOMANY") from None
+    return "SETMETADATA completed"

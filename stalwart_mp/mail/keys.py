@@ -10,6 +10,7 @@ scan over a prefix lists, in order, a mailbox's UIDs or an account's changes.
   0x44 | acct(4) | mbox(4) | uid(4) -> email id (4): the mailbox's messages in UID order
   0x46 | acct(4) | id-hash(8)     -> thread id (by Message-ID, for threading replies)
   0x47 | acct(4) | modseq(8)      -> change record (emails and mailboxes created/updated/destroyed)
+  0x48 | acct(4) | mbox(4) | entry -> METADATA value (RFC 5464; mbox 0 = server entries)
   0x4F | acct(4) | email(4)       -> b"i" (index) / b"u" (unindex): full-text work pending
 Every write to an account asserts its state record, so writers from any process serialize
 per account (compare-and-set, retried) while the group committer merges many accounts'
@@ -27,6 +28,7 @@ METADATA = 0x43
 UID = 0x44
 THREAD = 0x46
 CHANGE = 0x47
+ANNOTATION = 0x48
 FTS_PENDING = 0x4F
 
 _I = struct.Struct(">I")
@@ -80,6 +82,14 @@ def change(acct: int, modseq: int) -> bytes:
 
 def change_prefix(acct: int) -> bytes:
     return bytes([CHANGE]) + u32(acct)
+
+
+def annotation(acct: int, mbox: int, entry: str) -> bytes:
+    return bytes([ANNOTATION]) + u32(acct) + u32(mbox) + entry.encode("utf-8")
+
+
+def annotation_prefix(acct: int, mbox: int) -> bytes:
+    return bytes([ANNOTATION]) + u32(acct) + u32(mbox)
 
 
 def fts_pending(acct: int, eid: int) -> bytes:

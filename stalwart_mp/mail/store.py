@@ -144,6 +144,9 @@ class MailStore:
                 raise MailError(f'mailbox "{m.name}" is not empty')
             for uid_, eid in entries:
                 await _remove_from_mailbox(tx, mid, uid_, eid)
+            prefix = keys.annotation_prefix(acct, mid)  # its METADATA entries go too
+            for key, _ in await self.data.range(prefix, keys.end_of(prefix), keys_only=True):
+                tx.put(key, None)
             tx.delete_mailbox(mid)
 
         await self.committer.run(acct, delete)
@@ -363,6 +366,31 @@ class MailStore:
         rows = await self.data.range(prefix, keys.end_of(prefix), keys_only=True)
         return [keys.tail_u32(k) for k, _ in rows]
 
+    # --- annotations (RFC 5464 METADATA) -----------------------------------------------
+
+    async def annotations(self, acct: int, mid: int) -> dict[str, bytes]:
+        """Every METADATA entry of mailbox ``mid`` (0: the account's server entries)."""
+        prefix = keys.annotation_prefix(acct, mid)
+        rows = await self.data.range(prefix, keys.end_of(prefix))
+        return {k[len(prefix):].decode("utf-8"): v for k, v in rows}
+
+    async def set_annotations(self, acct: int, mid: int, values: dict[str, bytes | None],
+                              max_entries: int = 0) -> None:
+        """Set (None: remove) entries; refused when the mailbox would hold more than
+        ``max_entries`` (0 = no limit) or does not exist."""
+        async def update(tx: AccountTx) -> None:
+            if mid and await tx.mailbox(mid) is None:
+                raise NoSuchMailbox(f"no mailbox {mid}")
+            current = await self.annotations(acct, mid)
+            after = set(current) | {k for k, v in values.items() if v is not None}
+            after -= {k for k, v in values.items() if v is None}
+            if max_entries and len(after) > max_entries:
+                raise MailError(f"too many annotations: {len(after)} of {max_entries}")
+            for entry, value in values.items():
+                tx.put(keys.annotation(acct, mid, entry), value)
+
+        await self.committer.run(acct, update)
+
     async def changes(self, acct: int, since: int, limit: int | None = None) -> list[Change]:
         """Changes after modseq ``since``, oldest first."""
         prefix = keys.change_prefix(acct)
@@ -467,6 +495,7 @@ async def delete_account(mail: MailStore, acct: int, chunk: int = 500) -> int:
     batch = WriteBatch()
     for prefix in (keys.mailbox_prefix(acct), keys.change_prefix(acct),
                    bytes([keys.THREAD]) + keys.u32(acct),
+                   bytes([keys.ANNOTATION]) + keys.u32(acct),
                    bytes([keys.UID]) + keys.u32(acct)):
         for key, _ in await mail.data.range(prefix, keys.end_of(prefix), keys_only=True):
             batch.delete(key)

@@ -669,3 +669,38 @@ def test_compress_deflate(srv):
         data += inflate.decompress(raw.sock.recv(4096))
     assert data.startswith(b"c2 NO [COMPRESSIONACTIVE]")
     raw.close()
+
+
+def test_metadata(srv):
+    """RFC 5464: server and mailbox entries, DEPTH, MAXSIZE, removal with NIL, limits;
+    a deleted mailbox's entries go with it."""
+    raw = Raw(srv.ports["imap"])
+    raw.cmd(b"LOGIN alice alice-pw")
+    name = box_name().encode()
+    raw.cmd(b"CREATE " + name)
+    value = b"line one\r\nline two"
+    lines = raw.cmd(b'SETMETADATA %s (/private/comment "Team box" /shared/vendor/x/a "1" '
+                    b"/shared/vendor/x/a/b {%d+}\r\n%s)" % (name, len(value), value))
+    assert lines == [b"t OK SETMETADATA completed"]
+    assert raw.cmd(b'SETMETADATA "" (/private/comment "server note")')[-1].startswith(b"t OK")
+    assert raw.cmd(b'GETMETADATA "" /private/comment') == [
+        b'* METADATA "" (/private/comment "server note")', b"t OK GETMETADATA completed"]
+    lines = raw.cmd(b"GETMETADATA %s (/private/comment /shared/vendor)" % name)
+    assert lines == [b'* METADATA "%s" (/private/comment "Team box")' % name,
+                     b"t OK GETMETADATA completed"]
+    lines = raw.cmd(b"GETMETADATA (DEPTH infinity) %s /shared/vendor" % name)
+    assert lines[0] == (b'* METADATA "%s" (/shared/vendor/x/a "1" /shared/vendor/x/a/b '
+                        b"{%d}" % (name, len(value)))
+    lines = raw.cmd(b"GETMETADATA (DEPTH infinity MAXSIZE 5) %s /shared" % name)
+    assert lines == [b'* METADATA "%s" (/shared/vendor/x/a "1")' % name,
+                     b"t OK [METADATA LONGENTRIES %d] GETMETADATA completed" % len(value)]
+    assert raw.cmd(b"SETMETADATA %s (/private/comment NIL)" % name)[-1].startswith(b"t OK")
+    assert raw.cmd(b"GETMETADATA %s /private/comment" % name) == [
+        b"t OK GETMETADATA completed"]
+    assert raw.cmd(b"SETMETADATA %s (/bogus/x 1)" % name)[-1].startswith(b"t BAD")
+    assert raw.cmd(b"GETMETADATA nosuchbox /private/x")[-1].startswith(b"t NO [NONEXISTENT]")
+    raw.cmd(b"DELETE " + name)
+    raw.cmd(b"CREATE " + name)
+    assert raw.cmd(b"GETMETADATA (DEPTH infinity) %s /shared" % name) == [
+        b"t OK GETMETADATA completed"]
+    raw.close()

@@ -286,3 +286,12 @@ def test_reader_same_events_whole_or_in_pieces(words, step):
         return out
 
     assert run(len(data)) == run(step)
+
+
+def test_metadata_commands():
+    cmd = parse_command(b'a GETMETADATA (MAXSIZE 1024 DEPTH infinity) INBOX '
+                        b'(/private/comment /shared/comment)')
+    assert (cmd.maxsize, cmd.depth) == (1024, "infinity")
+    assert cmd.entries == ["/private/comment", "/shared/comment"]
+    cmd = parse_command(b'a SETMETADATA "" (/private/comment {3}\r\nabc /shared/x NIL)')
+    assert cmd.mailbox == "" and cmd.values == {"/private/comment": b"abc", "/shared/x": None}

@@ -246,3 +246,14 @@ class Replace(Command):
     sequence: SeqSet = SeqSet()
     mailbox: str = ""
     message: AppendMessage | None = None
+
+
+@dataclass(slots=True)
+class Metadata(Command):
+    """GETMETADATA / SETMETADATA (RFC 5464 §4.2, §4.3); mailbox "" is the server."""
+
+    mailbox: str = ""
+    entries: list[str] = field(default_factory=list)
+    values: dict[str, bytes | None] = field(default_factory=dict)
+    maxsize: int | None = None
+    depth: str = "0"                          # "0", "1" or "infinity"

@@ -502,6 +502,57 @@ def _replace(p: Parser, tag: str, name: str, uid: bool) -> c.Command:
     return c.Replace(tag, name, uid, seq, mailbox, _append_message(p))
 
 
+def _entry(p: Parser) -> str:
+    """RFC 5464 §5 entry: an astring naming /private/... or /shared/..."""
+    return p.astring()
+
+
+def _getmetadata(p: Parser, tag: str, name: str, uid: bool) -> c.Command:
+    cmd = c.Metadata(tag, name, uid)
+    p.sp()
+    if p.peek() == b"(":  # options: MAXSIZE n, DEPTH 0 / 1 / infinity
+        p.pos += 1
+        while not p.take(b")"):
+            opt = p.atom().upper()
+            p.sp()
+            if opt == "MAXSIZE":
+                cmd.maxsize = p.number()
+            elif opt == "DEPTH":
+                depth = p.atom().lower()
+                if depth not in ("0", "1", "infinity"):
+                    raise _Fail(f"DEPTH must be 0, 1 or infinity, not {depth}")
+                cmd.depth = depth
+            else:
+                raise _Fail(f"unknown GETMETADATA option {opt}")
+            p.take(b" ")
+        p.sp()
+    cmd.mailbox = p.mailbox()
+    p.sp()
+    cmd.entries = p.paren_list(lambda: _entry(p)) if p.peek() == b"(" else [_entry(p)]
+    if not cmd.entries:
+        raise _Fail("GETMETADATA needs at least one entry")
+    return cmd
+
+
+def _setmetadata(p: Parser, tag: str, name: str, uid: bool) -> c.Command:
+    cmd = c.Metadata(tag, name, uid)
+    p.sp()
+    cmd.mailbox = p.mailbox()
+    p.sp()
+    p.expect(b"(")
+    while True:
+        entry = _entry(p)
+        p.sp()
+        if p.take(b"NIL"):
+            cmd.values[entry] = None
+        else:
+            cmd.values[entry] = p.string_bytes()
+        if p.take(b")"):
+            break
+        p.sp()
+    return cmd
+
+
 def _compress(p: Parser, tag: str, name: str, uid: bool) -> c.Command:
     p.sp()
     return c.Compress(tag, name, uid, p.atom().upper())
@@ -814,5 +865,6 @@ _HANDLERS = {
     "LIST": _list, "LSUB": _list, "STATUS": _status, "APPEND": _append,
     "SEARCH": _search, "SORT": _sort, "THREAD": _thread, "FETCH": _fetch, "STORE": _store,
     "COPY": _copy, "MOVE": _copy, "ID": _id, "GETQUOTA": _getquota, "SETQUOTA": _getquota,
-    "REPLACE": _replace, "COMPRESS": _compress,
+    "REPLACE": _replace, "COMPRESS": _compress, "GETMETADATA": _getmetadata,
+    "SETMETADATA": _setmetadata,
 }
