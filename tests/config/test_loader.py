@@ -90,10 +90,10 @@ def test_missing_required_setting():
 
 def test_protocol_not_served_by_this_build():
     data = with_()
-    data["server"]["listener"]["imap"] = {"bind": ["127.0.0.1:1143"], "protocol": "imap"}
+    data["server"]["listener"]["pop"] = {"bind": ["127.0.0.1:1110"], "protocol": "pop3"}
     errs = errors_of(data)
-    assert errs == ['server.listener.imap.protocol = "imap": this protocol is not served by '
-                    "this version of stalwart-mp (served: http, lmtp, smtp, submission)"]
+    assert errs == ['server.listener.pop.protocol = "pop3": this protocol is not served by '
+                    "this version of stalwart-mp (served: http, imap, lmtp, smtp, submission)"]
 
 
 def test_same_address_on_two_listeners():
