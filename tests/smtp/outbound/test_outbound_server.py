@@ -166,3 +166,63 @@ def test_mx_records_dmarc_results_for_the_aggregate_report(tmp_path, dns_zone): 
     assert (ip, disposition, dkim_ok, spf_ok) == ("127.0.0.1", "none", "fail", "pass")
     assert (header_from, envelope_from) == ("remote.test", "remote.test")
     assert spf == ["remote.test", "mfrom", "pass"]
+
+
+def test_two_servers_on_one_store_deliver_each_message_once(tmp_path, dns_zone, sink):  # noqa: F811
+    """Two `stalwart-mp serve` (two nodes: two queue processes) on one LMDB store."""
+    from tests.harness import Server, base_config, free_port
+
+    dns_port, zone = dns_zone
+    zone["remote.test"] = {"MX": [(10, "mx.remote.test")]}
+    zone["mx.remote.test"] = {"A": ["127.0.0.1"]}
+    # 4 messages at a time per queue process: neither can take the whole queue at once
+    outbound = (f'port = {sink.port}\nretry = ["1s"]\nlease = "5s"\nscan-interval = "100ms"\n'
+                f'concurrency = 4\n')
+    (tmp_path / "one").mkdir()
+    one = mail_server(tmp_path / "one", dns_port, {}, outbound=outbound)
+    second = tmp_path / "two"
+    second.mkdir()
+    http = free_port()
+    text = base_config(second, http, workers=1, extra=f"""
+[outbound]
+{outbound}
+[resolver]
+nameservers = ["127.0.0.1:{dns_port}"]
+timeout = 2
+""").replace('path = "data/lmdb"', f'path = "{tmp_path / "one" / "data" / "lmdb"}"')
+    two = Server(second, http, text).start(wait_workers=1)
+    try:
+        sink.hold.clear()   # both runners see the messages due before any is answered
+
+        async def fill() -> None:
+            from stalwart_mp.smtp.queue.store import QueuedMessage, QueuedRecipient, enqueue
+            from stalwart_mp.store.blob import open_blob_store
+
+            data = _store(tmp_path / "one")
+            blobs = open_blob_store("default", {"type": "lmdb"}, data)
+            try:
+                for i in range(40):
+                    raw = MESSAGE.replace(b"e2e@", f"m{i}@".encode())
+                    blob_id = await blobs.put(raw)
+                    await enqueue(data, blobs, QueuedMessage(
+                        0, "alice@example.org", [QueuedRecipient(f"u{i}@remote.test")],
+                        blob_id, len(raw), time.time(), 0.0))
+            finally:
+                await data.close()
+
+        asyncio.run(fill())
+        _wait(sink.holding.is_set, "the first delivery")
+        time.sleep(1.0)
+        sink.hold.set()
+        _wait(lambda: sink.count() == 40, "every delivery", timeout=60)
+        _wait(lambda: _queue(tmp_path / "one") == [], "the queue to empty")
+        time.sleep(6.0)   # past a lease period: nothing is delivered again
+        rcpts = sorted(r for m in sink.messages for r in m.rcpts)
+        assert rcpts == sorted(f"u{i}@remote.test" for i in range(40))
+        assert sink.count() == 40
+        attempts = [(srv.folder / "server.log").read_text().count("delivery attempt")
+                    for srv in (one, two)]
+        assert sum(attempts) == 40 and min(attempts) > 0, attempts   # both did work
+    finally:
+        two.stop()
+        one.stop()
