@@ -57,6 +57,8 @@ class OutboundSettings:
     tls_reports: bool = False
     report_sender: str = ""
     dmarc_reports: bool = False
+    rate_per_domain: int = 0
+    rate_window: float = 60.0
 
     @classmethod
     def from_config(cls, cfg) -> OutboundSettings:
@@ -71,7 +73,8 @@ class OutboundSettings:
             cfg.get("outbound.tls-reports.enabled"),
             cfg.get("outbound.tls-reports.from") or
             f"postmaster@{cfg.get('outbound.hostname') or cfg.get('server.hostname')}",
-            cfg.get("outbound.dmarc-reports.enabled"))
+            cfg.get("outbound.dmarc-reports.enabled"), cfg.get("outbound.rate-per-domain"),
+            cfg.get("outbound.rate-window"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +83,7 @@ class Outcome:
     text: str
     host: str
     dsn_relayed: bool = False   # the next hop took NOTIFY/ORCPT: it reports from now on
+    retry_after: float = 0.0    # not tried: try again after this many seconds
 
     @property
     def delivered(self) -> bool:
@@ -325,6 +329,9 @@ class Runner:
             reports.append(Report("delayed", [r for r in m.pending if r.wants("DELAY")]))
         if m.pending:
             wait = s.retry[min(m.attempts - 1, len(s.retry) - 1)]
+            held = [o.retry_after for o in results.values() if o.retry_after]
+            if held:  # only held back by a rate limit: as soon as it allows
+                wait = min(wait, max(held))
             times = [now + wait, expires]
             if m.delays_sent < len(s.notify):
                 times.append(m.created_at + s.notify[m.delays_sent])
@@ -349,6 +356,14 @@ class Runner:
             hops = await self.router.hops(domain)
         except NoRoute as exc:
             return every(Outcome(exc.code, exc.text, ""))
+        s = self.settings
+        if s.rate_per_domain:
+            limited = await self.services.lookup.rate_limit(
+                b"outbound-rate:" + domain.encode(), s.rate_per_domain, s.rate_window)
+            if not limited.allowed:
+                wait = limited.retry_after + 1
+                return every(Outcome(451, f"4.7.0 rate limit of {domain} reached; trying "
+                                          f"again in {int(wait)} s", "", retry_after=wait))
         policy = await self._policy(domain)
         env = Envelope(message.mail_from, [r.address for r in rcpts],
                        {r.address: r.notify for r in rcpts},

@@ -40,6 +40,11 @@ SCHEMA.add(
             "Messages delivered at once by one queue process."),
     Setting("outbound.concurrency-per-domain", Int(min=1, max=1000), 10,
             "Connections at once to one recipient domain."),
+    Setting("outbound.rate-per-domain", Int(min=0), 0,
+            "Delivery attempts (transactions) per recipient domain per "
+            "outbound.rate-window, counted in the lookup store over every queue process "
+            "(0 = no limit). Beyond it the domain's recipients wait for the next window."),
+    Setting("outbound.rate-window", Duration(), 60.0, "Window of outbound.rate-per-domain."),
     Setting("outbound.scan-interval", Duration(), 1.0,
             "Longest wait between two scans of the due index (new messages wake the runner "
             "at once through the event bus)."),

@@ -260,3 +260,22 @@ def test_default_schedule_is_like_mature_mtas():
     assert s.notify == [4 * 3600.0]       # delay DSN after 4 h
     assert s.expire == 5 * 86400.0        # retried for 5 days
     assert s.hostname == "mx.example.org" and s.lease == 900.0
+
+
+@pytest.mark.parametrize("env", [{"rate-per-domain": 2, "rate-window": "30s"}], indirect=True)
+async def test_per_domain_rate_limit_holds_the_rest_back(env, sink):
+    await env.runner()
+    ids = [await env.queue([f"r{i}@remote.test"]) for i in range(6)]
+
+    async def all_tried() -> bool:
+        ms = [await manage.get_message(env.services.data, q) for q in ids]
+        return all(m is None or m.attempts >= 1 for m in ms)
+
+    await until(all_tried, "an attempt for every message")
+    held = [m for m in [await manage.get_message(env.services.data, q) for q in ids] if m]
+    # at most 2 per 30 s window: even across a window boundary 2 of the 6 must wait
+    assert sink.count() <= 4 and len(held) >= 2
+    for m in held:
+        assert "rate limit of remote.test reached" in m.recipients[0].reply
+        assert m.next_attempt - time.time() <= 31   # no later than the next window
+    assert sink.count() + len(held) >= 6   # none lost (a held one may just have gone)
