@@ -150,7 +150,7 @@ def area(area: str) -> str | Response | tuple[str, int]:
             flash("Nothing changed.", "info")
         else:
             code = _apply(plane, change, fields, outcome)
-    stored = {s.key for s in snapshot.stored}
+    stored = {f.key for f in fields if f.source == "stored"}  # after a save too
     return render_template("settings_area.html", area=area, fields=fields, form=form,
                            stored=stored, outcome=outcome), code
 
