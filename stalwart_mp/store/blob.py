@@ -130,6 +130,21 @@ class BlobStore(abc.ABC):
     async def _ensure(self, blob_id: str, data: bytes) -> None:
         """Make the blob present and durable; a no-op (but durable) if it already is."""
 
+    async def _stage(self, blob_id: str, data: bytes) -> object | None:
+        """Optional first half of a put, run WHILE the put-at mark commits: make the bytes
+        durable where nothing can see them under the blob's name (the fs backend: a synced
+        temporary file, which its housekeeping removes if left behind). Returns what
+        ``_publish`` needs; None (the default): nothing staged, ``_publish`` does it all."""
+        return None
+
+    async def _publish(self, blob_id: str, data: bytes, staged: object | None) -> None:
+        """Second half of a put, once the put-at mark is durable: the blob appears under
+        its name. The default writes it whole (``_ensure``)."""
+        await self._ensure(blob_id, data)
+
+    async def _discard(self, staged: object) -> None:
+        """Drop what ``_stage`` made, when the put failed before ``_publish``."""
+
     @abc.abstractmethod
     async def _read(self, blob_id: str, start: int, end: int | None) -> bytes | None:
         """Bytes ``[start, end)`` clamped to the size (``end`` None: to the end); None if absent.
@@ -157,8 +172,18 @@ class BlobStore(abc.ABC):
         if not isinstance(data, bytes):
             data = bytes(data)
         blob_id = blob_id_of(data)
-        await self._mark_put(bytes.fromhex(blob_id))
-        await self._ensure(blob_id, data)
+        # The put-at mark must be durable before the blob is visible under its name, so
+        # a crash never leaves a named blob that collection cannot see; staging the bytes
+        # meanwhile takes their fsync off that sequence.
+        staging = asyncio.ensure_future(self._stage(blob_id, data))
+        try:
+            await self._mark_put(bytes.fromhex(blob_id))
+        except BaseException:
+            staged = await asyncio.gather(staging, return_exceptions=True)
+            if staged[0] is not None and not isinstance(staged[0], BaseException):
+                await self._discard(staged[0])
+            raise
+        await self._publish(blob_id, data, await staging)
         return blob_id
 
     async def get(self, blob_id: str, start: int = 0, end: int | None = None) -> bytes | None:

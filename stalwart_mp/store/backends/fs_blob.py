@@ -41,6 +41,13 @@ TEMP_PREFIX = ".tmp-"
 TEMP_MAX_AGE = 3600.0
 
 
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -138,6 +145,38 @@ class FsBlobStore(BlobStore):
             raise
         _fsync_dir(folder)
 
+    def _stage_sync(self, blob_id: str, data: bytes) -> str | None:
+        """A synced temporary file in the blob's folder (None: the blob is already there)."""
+        final = self.path_of(blob_id)
+        self._make_dirs(final.parent)
+        if final.exists():
+            return None
+        fd, temp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{blob_id[:16]}-", dir=final.parent)
+        try:
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except BaseException:
+            _unlink_quietly(temp)
+            raise
+        return temp
+
+    def _publish_sync(self, blob_id: str, data: bytes, temp: str | None) -> None:
+        final = self.path_of(blob_id)
+        if temp is None:  # it was there when staged; a collector may have taken it since
+            self._ensure_sync(blob_id, data)
+            return
+        try:
+            os.replace(temp, final)
+        except BaseException:
+            _unlink_quietly(temp)
+            raise
+        _fsync_dir(final.parent)
+
     def _read_sync(self, blob_id: str, start: int, end: int | None) -> bytes | None:
         try:
             f = open(self.path_of(blob_id), "rb")  # noqa: SIM115 - closed below
@@ -172,6 +211,15 @@ class FsBlobStore(BlobStore):
 
     async def _ensure(self, blob_id: str, data: bytes) -> None:
         await self._run("write", blob_id, self._ensure_sync, blob_id, data)
+
+    async def _stage(self, blob_id: str, data: bytes) -> str | None:
+        return await self._run("write", blob_id, self._stage_sync, blob_id, data)
+
+    async def _publish(self, blob_id: str, data: bytes, staged: object | None) -> None:
+        await self._run("write", blob_id, self._publish_sync, blob_id, data, staged)
+
+    async def _discard(self, staged: object) -> None:
+        await self._run("discard", str(staged), _unlink_quietly, str(staged))
 
     async def _read(self, blob_id: str, start: int, end: int | None) -> bytes | None:
         return await self._run("read", blob_id, self._read_sync, blob_id, start, end)
