@@ -55,7 +55,7 @@ def login() -> str | Response | tuple[str, int]:
         session.clear()  # a new session for the new identity (no fixation)
         session.permanent = True
         session["user"] = user
-        session["at"] = int(time.time())
+        session["at"] = session["checked"] = int(time.time())
         log.info("admin login", extra={"fields": {"user": user, "client": request.remote_addr}})
         return redirect(_safe_next(request.args.get("next")))
     return render_template("login.html", form=form)

@@ -174,6 +174,25 @@ def test_logout_ends_the_session(env):
     assert client.get("/").status_code == 302
 
 
+def test_a_session_ends_when_the_account_stops_being_an_administrator(env):
+    with env.plane() as plane:
+        plane.principals.CreatePrincipal(principals_pb2.CreatePrincipalRequest(
+            name="temp-admin", password="temp-password-1", roles=["user", "admin"]))
+    client = env.client("temp-admin", "temp-password-1")
+    assert client.get("/domains/").status_code == 200
+    with env.plane() as plane:
+        update = principals_pb2.UpdatePrincipalRequest(name="temp-admin")
+        update.roles.values.append("user")
+        plane.principals.UpdatePrincipal(update)
+    assert client.get("/domains/").status_code == 200  # checked once a minute...
+    with client.session_transaction() as session:
+        session["checked"] = 0  # ...so pretend the minute is over
+    resp = client.get("/domains/")
+    assert resp.status_code == 302 and resp.headers["Location"] == "/login?next=/domains/"
+    assert "temp-admin is no longer an administrator" in client.get("/login").text
+    assert client.get("/domains/").status_code == 302  # signed out
+
+
 def test_forms_without_a_valid_csrf_token_are_refused(env):
     client = env.client()
     resp = client.post("/domains/", data={"name": "nocsrf.test"})
