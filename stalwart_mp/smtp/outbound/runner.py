@@ -181,6 +181,9 @@ class Runner:
                 except StoreError as exc:
                     log.error("queue scan failed", extra={"fields": {"error": str(exc)}})
                     wait = self.settings.scan_interval * 5
+                except Exception:  # never let one bad round stop outbound delivery
+                    log.exception("queue scan failed")
+                    wait = self.settings.scan_interval * 5
                 if time.monotonic() - last_expire > self.settings.idle:
                     await self.pool.expire()
                     last_expire = time.monotonic()
@@ -234,6 +237,10 @@ class Runner:
         keeper = asyncio.create_task(self._keep_lease(qid, held))
         try:
             results, body = await self._attempt(message)
+        except asyncio.CancelledError:
+            # stopping (TERM, reload): hand the message back now, not at the lease's end
+            await asyncio.shield(q.abandon(self.data, qid, held[0]))
+            raise
         finally:
             keeper.cancel()
             await asyncio.gather(keeper, return_exceptions=True)

@@ -262,6 +262,23 @@ async def renew(data: DataStore, qid: int, lease: Lease, duration: float,
     return ours
 
 
+async def abandon(data: DataStore, qid: int, lease: Lease, now: float | None = None) -> bool:
+    """Give a lease up without results (the process is stopping): the message is due
+    again at once, for any runner, instead of when the lease would have run out."""
+    now = time.time() if now is None else now
+    current = Lease.unpack(await data.get(lease_key(qid)))
+    if current is None or current.owner != lease.owner:
+        return False
+    batch = WriteBatch().assert_value(lease_key(qid), current.pack())
+    batch.delete(due_key(current.expires, qid)).delete(lease_key(qid))
+    batch.put(due_key(now, qid), b"")
+    try:
+        await data.write(batch)
+    except AssertionFailed:
+        return False
+    return True
+
+
 async def settle(data: DataStore, qid: int, lease: Lease, apply) -> QueuedMessage | None:
     """Record a runner's results and give its lease up, in one compare-and-set.
 

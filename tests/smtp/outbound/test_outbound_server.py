@@ -226,3 +226,30 @@ timeout = 2
     finally:
         two.stop()
         one.stop()
+
+
+def test_queue_process_stopped_mid_delivery_hands_the_message_back(tmp_path, dns_zone, sink):  # noqa: F811
+    """SIGTERM (as on a reload) during a delivery: the next queue process delivers at once,
+    not when the (long) lease would have run out."""
+    dns_port, zone = dns_zone
+    zone["remote.test"] = {"MX": [(10, "mx.remote.test")]}
+    zone["mx.remote.test"] = {"A": ["127.0.0.1"]}
+    srv = mail_server(tmp_path, dns_port, {"submission": ("submission", "")},
+                      outbound=f'port = {sink.port}\nlease = "10m"\n'
+                               f'scan-interval = "200ms"\n')
+    try:
+        sink.hold.clear()
+        _submit(srv)
+        _wait(sink.holding.is_set, "the delivery to start")
+        victim = _queue_pid(srv)
+        started = time.monotonic()
+        os.kill(victim, signal.SIGTERM)
+        _wait(lambda: _queue_pid(srv) not in (None, victim), "a new queue process")
+        time.sleep(0.3)
+        sink.hold.set()
+        _wait(lambda: sink.count() == 1, "the delivery by the new queue process", timeout=30)
+        assert time.monotonic() - started < 30   # far less than the 10 min lease
+        _wait(lambda: _queue(srv.folder) == [], "the queue to empty")
+        assert sink.count() == 1
+    finally:
+        srv.stop()

@@ -15,6 +15,7 @@ from stalwart_mp.smtp.queue.store import (
     DELIVERED,
     QueuedMessage,
     QueuedRecipient,
+    abandon,
     acquire,
     due,
     enqueue,
@@ -145,3 +146,16 @@ async def test_renewed_lease_keeps_others_out_and_settles(stores):
     assert await manage.get_message(one, qid) is None
     assert await one.get(lease_key(qid)) is None
     assert await due(one, renewed.expires + 1, 10) == []
+
+
+async def test_abandoned_lease_is_due_again_at_once(stores):
+    one, two, blobs = stores
+    qid = await _queue(one, blobs, rcpts=("x@remote.test",))
+    [(key, _)] = await due(one, time.time(), 10)
+    _m, _raw, lease = await acquire(one, key, qid, "r1", 900)
+    assert await due(two, time.time(), 10) == []
+    assert await abandon(one, qid, lease) is True
+    [(key2, found)] = await due(two, time.time() + 0.01, 10)
+    assert found == qid
+    assert await acquire(two, key2, qid, "r2", 900) is not None
+    assert await abandon(one, qid, lease) is False   # not ours any more
