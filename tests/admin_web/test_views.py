@@ -279,6 +279,12 @@ def test_dashboard_shows_status_processes_listeners_and_mail_counts(env):
                "the received count to grow")
     page = client.get("/").text
     assert _metric(page, "delivered") == delivered + 1
+    # the stores' disk use: the LMDB data store of the harness config, on this host
+    store_row = page.split('data-store="default"', 1)[1].split("</tr>", 1)[0]
+    assert "<td>lmdb</td>" in store_row and "data" in store_row
+    assert str(env.folder / "data" / "lmdb") in store_row
+    assert re.search(r'<td class="num">[\d.]+ (KiB|MiB|GiB|B)</td>', store_row)
+    assert "<meter" in store_row  # the volume's use
     smtp_row = page.split('data-listener="smtp"', 1)[1].split("</tr>", 1)[0]
     assert int(re.search(r'data-metric="connections">(\d+)<', smtp_row).group(1)) >= 1
 
