@@ -48,7 +48,6 @@ def run_admin_child(ctx: Any) -> int:
     """Entry point for the master's fork (``ctx``: ChildContext). Returns an exit code."""
     from gunicorn.app.base import BaseApplication
 
-    from admin_web import create_app
     from admin_web.config import AdminConfig
 
     admin = AdminConfig.for_child(ctx.config, ctx.run_dir)
@@ -59,7 +58,9 @@ def run_admin_child(ctx: Any) -> int:
             for key, value in options.items():
                 self.cfg.set(key, value)
 
-        def load(self) -> Any:
+        def load(self) -> Any:  # in each worker, after the fork: grpc is imported here
+            from admin_web import create_app
+
             return create_app(admin)
 
     threading.Thread(target=_watch_master, args=(ctx.master_pid,), name="admin-watch",

@@ -165,3 +165,13 @@ def test_setup_wizard_sets_hostname_first_domain_and_password(server, tmp_path):
         plane.principals.SetPassword(principals_pb2.SetPasswordRequest(
             name=ADMIN, password=ADMIN_PW))
     assert Path(server.config_path).read_text().count("mx.wizard.test") == 0  # stored only
+
+
+def test_the_admin_child_imports_no_grpc_nor_flask_before_gunicorn_forks():
+    """gunicorn's arbiter (the admin child) forks its workers after importing
+    admin_web.child: gRPC and Flask must only be imported in the workers."""
+    code = ("import sys, admin_web.child, admin_web.config; "
+            "print(sorted(m for m in ('grpc', 'flask') if m in sys.modules))")
+    out = subprocess.run([str(BIN / "python"), "-c", code], capture_output=True, text=True,
+                         check=True, cwd=ROOT).stdout
+    assert out.strip() == "[]"
