@@ -70,7 +70,7 @@ async def fetch_messages(session, sel, targets: list[tuple[int, int, int]],
                          items: list[c.FetchAtt], *, changed_since: int | None = None,
                          mark_seen: bool = True) -> None:
     mail = session.services.mail
-    acct = session.acct
+    acct = sel.acct
     need_meta = any(_needs_meta(i) for i in items)
     need_blob = any(_needs_blob(i) for i in items)
     sets_seen = mark_seen and any(_sets_seen(i) for i in items)

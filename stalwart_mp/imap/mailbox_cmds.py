@@ -11,6 +11,14 @@ import logging
 import re
 
 from stalwart_mp.imap import flags as fl
+from stalwart_mp.imap.access import (
+    ALL_RIGHTS,
+    SHARED_ROOT,
+    is_shared_name,
+    owner_account,
+    resolve,
+    shared_targets,
+)
 from stalwart_mp.imap.folders import (
     ATTR_ROLES,
     DELIMITER,
@@ -62,7 +70,14 @@ async def _create_path(session, folders: Folders, path: str, role: str | None = 
     return box
 
 
+def _own_only(name: str) -> None:
+    if is_shared_name(name):
+        raise No("Mailboxes of other accounts cannot be created, deleted or renamed here",
+                 "NOPERM")
+
+
 async def cmd_create(session, cmd: c.Create):
+    _own_only(cmd.mailbox)
     path = normalize(cmd.mailbox)
     if path == "INBOX" or (why := valid_name(path)) is not None and path != "INBOX":
         raise No("INBOX always exists" if path == "INBOX" else f"Invalid name: {why}",
@@ -83,6 +98,7 @@ async def cmd_create(session, cmd: c.Create):
 
 
 async def cmd_delete(session, cmd: c.MailboxCommand):
+    _own_only(cmd.mailbox)
     folders = await _folders(session)
     box = _find(folders, cmd.mailbox)
     if box.role == Role.INBOX and not box.parent_id:
@@ -103,6 +119,8 @@ async def cmd_delete(session, cmd: c.MailboxCommand):
 
 
 async def cmd_rename(session, cmd: c.Rename):
+    _own_only(cmd.old)
+    _own_only(cmd.new)
     mail = session.services.mail
     folders = await _folders(session)
     box = _find(folders, cmd.old)
@@ -180,7 +198,34 @@ async def cmd_list(session, cmd: c.ListCmd):
         session.out(w.untagged(line))
         if status_items:  # RFC 5819 §2: a STATUS response after each LIST
             session.out(await _status_line(session, box, path, status_items))
+    if not only_special:
+        await _list_shared(session, cmd, regexes, lsub, show_subscribed, status_items)
     return f"{cmd.name} completed"
+
+
+async def _list_shared(session, cmd: c.ListCmd, regexes, lsub: bool, show_subscribed: bool,
+                       status_items) -> None:
+    """The other users' namespace (RFC 2342 §5): "Shared Folders", one level per owner
+    (\\Noselect), then the mailboxes shared with this account."""
+    targets = await shared_targets(session)
+    if not targets:
+        return
+    utf8 = session.utf8
+    owners = sorted({t.owner for t in targets})
+    placeholders = [SHARED_ROOT, *(f"{SHARED_ROOT}/{o}" for o in owners)]
+    for path in placeholders:
+        if not lsub and any(rx.match(path) for rx in regexes):
+            session.out(w.untagged(b"LIST (\\Noselect \\HasChildren) \"/\" " +
+                                   w.mailbox_name(path, utf8)))
+    for t in targets:
+        if not any(rx.match(t.path) for rx in regexes):
+            continue
+        attrs = [w.Atom("\\HasNoChildren")]
+        line = (b"LSUB " if lsub else b"LIST ") + w.encode(attrs) + b' "/" ' + \
+            w.mailbox_name(t.path, utf8)
+        session.out(w.untagged(line))
+        if status_items and t.may("r"):
+            session.out(await _status_line(session, t.box, t.path, status_items, t.acct))
 
 
 async def cmd_lsub(session, cmd: c.ListCmd):
@@ -189,7 +234,9 @@ async def cmd_lsub(session, cmd: c.ListCmd):
 
 # --- STATUS (RFC 9051 §6.3.11) ------------------------------------------------------------
 
-async def _status_line(session, box, path: str, items: list[str]) -> bytes:
+async def _status_line(session, box, path: str, items: list[str],
+                       acct: int | None = None) -> bytes:
+    acct = session.acct if acct is None else acct
     values: list[object] = []
     deleted = None
     for item in items:
@@ -215,8 +262,8 @@ async def _status_line(session, box, path: str, items: list[str]) -> bytes:
         elif item in ("DELETED", "DELETED-STORAGE"):
             if deleted is None:
                 mail = session.services.mail
-                eids = [e for _, e in await mail.uid_index(session.acct, box.id)]
-                emails = [e for e in await mail.emails(session.acct, eids) if e is not None
+                eids = [e for _, e in await mail.uid_index(acct, box.id)]
+                emails = [e for e in await mail.emails(acct, eids) if e is not None
                           and DELETED in e.keywords]
                 deleted = (len(emails), sum(e.size for e in emails))
             value = deleted[0] if item == "DELETED" else deleted[1]
@@ -228,9 +275,12 @@ async def _status_line(session, box, path: str, items: list[str]) -> bytes:
 
 
 async def cmd_status(session, cmd: c.Status):
-    folders = await _folders(session)
-    box = _find(folders, cmd.mailbox)
-    session.out(await _status_line(session, box, folders.path(box.id), cmd.items))
+    target = await resolve(session, cmd.mailbox)
+    if target is None:
+        raise No(f'No mailbox "{cmd.mailbox}"', "NONEXISTENT")
+    if not target.may("r"):
+        raise No(f'No right to read "{cmd.mailbox}"', "NOPERM")
+    session.out(await _status_line(session, target.box, target.path, cmd.items, target.acct))
     return "STATUS completed"
 
 
@@ -246,12 +296,16 @@ async def append_messages(session, mailbox: str, messages: list[c.AppendMessage]
     """Store ``messages`` in ``mailbox``, all or none; returns (mailbox, UIDs)."""
     services = session.services
     mail = services.mail
-    folders = await _folders(session)
-    box = folders.find(mailbox)
-    if box is None:
+    target = await resolve(session, mailbox)
+    if target is None:
         raise No(f'No mailbox "{mailbox}"', "TRYCREATE")
+    if not target.may("i"):
+        raise No(f'No right to add messages to "{mailbox}"', "NOPERM")
+    box, acct = target.box, target.acct
     principal = session.principal
-    quota = Quota(principal.quota_bytes, principal.quota_messages)
+    # a shared mailbox counts against its owner's quota, which the owner's delivery checks
+    quota = Quota(principal.quota_bytes, principal.quota_messages) if target.owner is None \
+        else None
     from stalwart_mp.mail.ingest import parse_message, to_record
 
     done: list[int] = []
@@ -273,29 +327,29 @@ async def append_messages(session, mailbox: str, messages: list[c.AppendMessage]
                     None, parse_message, msg.data)
             blob_id = await services.blobs.put(msg.data)
             result = await mail.append(
-                session.acct, [box.id], blob_id=blob_id, size=len(msg.data),
+                acct, [box.id], blob_id=blob_id, size=len(msg.data),
                 metadata=to_record(parsed), keywords=keywords, received_at=msg.date,
                 quota=quota, message_id=parsed.message_id,
                 references=[*parsed.references, *parsed.in_reply_to])
             done.append(result.email_id)
             uids.append(result.uids[box.id])
     except QuotaExceeded as exc:
-        await _undo(session, done)
+        await _undo(session, acct, done)
         raise No(str(exc), "OVERQUOTA") from None
     except NoSuchMailbox:
-        await _undo(session, done)
+        await _undo(session, acct, done)
         raise No(f'No mailbox "{mailbox}"', "TRYCREATE") from None
     except BaseException:
-        await _undo(session, done)
+        await _undo(session, acct, done)
         raise
     return box, uids
 
 
-async def _undo(session, email_ids: list[int]) -> None:
+async def _undo(session, acct: int, email_ids: list[int]) -> None:
     """MULTIAPPEND is all or nothing (RFC 3502 §6.3.11): remove what was appended."""
     if email_ids:
         try:
-            await session.services.mail.destroy(session.acct, email_ids)
+            await session.services.mail.destroy(acct, email_ids)
         except Exception:
             log.warning("could not undo a partial MULTIAPPEND", exc_info=True)
 
@@ -416,3 +470,91 @@ async def cmd_setmetadata(session, cmd: c.Metadata):
     except MailError as exc:
         raise No(str(exc), "METADATA TOOMANY") from None
     return "SETMETADATA completed"
+
+
+# --- ACL (RFC 4314) -------------------------------------------------------------------------
+
+_RIGHTS_RE = re.compile(r"[+-]?[a-z0-9]*\Z")
+
+
+async def _acl_target(session, name: str, need_admin: bool = True):
+    target = await resolve(session, name)
+    if target is None:
+        raise No(f'No mailbox "{name}"', "NONEXISTENT")
+    if need_admin and not target.may("a"):
+        raise No(f'No right to administer "{name}"', "NOPERM")
+    return target
+
+
+def _normalize_rights(rights: str) -> str:
+    """RFC 4314 §2.1.1: the obsolete "c" and "d" stand for "k x" and "e t"."""
+    rights = rights.replace("c", "kx").replace("d", "et")
+    return "".join(r for r in ALL_RIGHTS if r in rights)
+
+
+async def cmd_setacl(session, cmd: c.Acl):
+    rights = cmd.rights.lower()
+    if not _RIGHTS_RE.match(rights) or set(rights.lstrip("+-")) - set(ALL_RIGHTS + "cd"):
+        raise No(f'Unknown rights "{cmd.rights}" (RFC 4314 §2.1: {ALL_RIGHTS})',
+                 status="BAD")
+    target = await _acl_target(session, cmd.mailbox)
+    identifier = cmd.identifier.lower()
+    if identifier in ("anyone", "authenticated") or identifier.startswith("-"):
+        raise No("Rights are granted to accounts by name", "CANNOT")
+    owner = (target.owner or session.principal.name).lower()
+    if identifier == owner:
+        raise No("The owner always has every right", "CANNOT")
+    grantee_id = await owner_account(session, cmd.identifier)
+    if grantee_id is None:
+        raise No(f'No account "{cmd.identifier}"', "NONEXISTENT")
+    current = target.box.acl.get(identifier, "")
+    body = _normalize_rights(rights.lstrip("+-"))
+    if rights.startswith("+"):
+        new = _normalize_rights(current + body)
+    elif rights.startswith("-"):
+        new = "".join(r for r in current if r not in body)
+    else:
+        new = body
+    await session.services.mail.set_acl(target.acct, target.box.id, identifier, grantee_id,
+                                        new or None, owner)
+    return "SETACL completed"
+
+
+async def cmd_deleteacl(session, cmd: c.Acl):
+    target = await _acl_target(session, cmd.mailbox)
+    grantee_id = await owner_account(session, cmd.identifier)
+    if grantee_id is not None:
+        owner = (target.owner or session.principal.name).lower()
+        await session.services.mail.set_acl(target.acct, target.box.id,
+                                            cmd.identifier.lower(), grantee_id, None, owner)
+    return "DELETEACL completed"
+
+
+async def cmd_getacl(session, cmd: c.Acl):
+    target = await _acl_target(session, cmd.mailbox)
+    owner = target.owner or session.principal.name
+    items: list[object] = [owner, w.Atom(ALL_RIGHTS)]
+    for name, rights in sorted(target.box.acl.items()):
+        items += [name, w.Atom(rights)]
+    session.out(w.untagged(b"ACL " + w.mailbox_name(target.path, session.utf8) + b" " +
+                           w.encode(items, session.utf8)[1:-1]))
+    return "GETACL completed"
+
+
+async def cmd_listrights(session, cmd: c.Acl):
+    target = await _acl_target(session, cmd.mailbox)
+    owner = (target.owner or session.principal.name).lower()
+    if cmd.identifier.lower() == owner:  # §3.7: the owner's rights cannot change
+        rights: list[object] = [w.Atom(ALL_RIGHTS)]
+    else:
+        rights = ["", *(w.Atom(r) for r in ALL_RIGHTS)]
+    session.out(w.untagged(b"LISTRIGHTS " + w.mailbox_name(target.path, session.utf8) + b" " +
+                           w.encode([cmd.identifier, *rights], session.utf8)[1:-1]))
+    return "LISTRIGHTS completed"
+
+
+async def cmd_myrights(session, cmd: c.Acl):
+    target = await _acl_target(session, cmd.mailbox, need_admin=False)
+    session.out(w.untagged(b"MYRIGHTS " + w.mailbox_name(target.path, session.utf8) + b" " +
+                           target.rights.encode()))
+    return "MYRIGHTS completed"

@@ -113,7 +113,7 @@ async def cmd_search(session, cmd: c.Search):
         sort.append(s.Sort(_SORT_KEYS[key], reverse=reverse))
     services = session.services
     try:
-        ids = await s.query(services.mail, session.acct, filt, sort=sort,
+        ids = await s.query(services.mail, sel.acct, filt, sort=sort,
                             fts=session.server.fts(), mailbox=sel.mid,
                             blob_reader=services.blobs.get)
     except s.SearchError as exc:
@@ -123,7 +123,7 @@ async def cmd_search(session, cmd: c.Search):
     numbers = uids if cmd.uid else [sel.seq(u) for u in uids]
     modseq = None
     if builder.uses_modseq and ids:
-        modseq = await s.highest_modseq(services.mail, session.acct, ids)
+        modseq = await s.highest_modseq(services.mail, sel.acct, ids)
     opts = cmd.return_options
     if opts is not None and "SAVE" in opts:  # RFC 5182 §2.1
         saved = uids

@@ -15,7 +15,6 @@ import bisect
 import time
 
 from stalwart_mp.imap import flags as fl
-from stalwart_mp.imap.folders import Folders
 from stalwart_mp.imap.protocol import commands as c
 from stalwart_mp.imap.protocol import writer as w
 from stalwart_mp.imap.session import No, State
@@ -27,7 +26,11 @@ _CACHE_MAX = 200_000
 
 
 class Selected:
-    def __init__(self, mailbox, readonly: bool, index: list[tuple[int, int]], modseq: int):
+    def __init__(self, mailbox, readonly: bool, index: list[tuple[int, int]], modseq: int,
+                 acct: int = 0, rights: str = "lrswipkxtea", path: str = ""):
+        self.acct = acct                      # the owner's account (shared mailboxes)
+        self.rights = rights                  # RFC 4314 rights of this session here
+        self.path = path
         self.mid = mailbox.id
         self.uidvalidity = mailbox.uidvalidity
         self.readonly = readonly
@@ -46,7 +49,7 @@ class Selected:
         cache = self.cache
         missing = [e for e in eids if e not in cache]
         if missing:
-            loaded = await session.services.mail.emails(session.acct, missing)
+            loaded = await session.services.mail.emails(self.acct, missing)
             room = len(cache) < _CACHE_MAX
             fresh = {}
             for e in loaded:
@@ -103,7 +106,7 @@ class Selected:
         VANISHED under QRESYNC, RFC 7162 §3.2.10) for removed ones when ``expunges``,
         FETCH FLAGS (with MODSEQ under CONDSTORE) for changed flags."""
         mail = session.services.mail
-        acct = session.acct
+        acct = self.acct
         state = await mail.state(acct)
         if state is None or (state.modseq == self.modseq and not self.pending):
             return
@@ -184,10 +187,6 @@ def _require_writable(session) -> None:
         raise No("Mailbox is read-only (EXAMINE)", "READ-ONLY")
 
 
-async def folders(session) -> Folders:
-    return Folders(await session.services.mail.mailboxes(session.acct))
-
-
 # --- SELECT / EXAMINE (RFC 9051 §6.3.2, §6.3.3; RFC 7162 §3.1.8, §3.2.5) --------------------
 
 async def cmd_select(session, cmd: c.Select):
@@ -202,21 +201,28 @@ async def cmd_select(session, cmd: c.Select):
         raise No("QRESYNC must be enabled first (RFC 7162 §3.2.5)", status="BAD")
     if cmd.condstore:
         session.enabled.add("CONDSTORE")
-    box = (await folders(session)).find(cmd.mailbox)
-    if box is None:
+    from stalwart_mp.imap.access import resolve
+
+    target = await resolve(session, cmd.mailbox)
+    if target is None:
         raise No(f'No mailbox "{cmd.mailbox}"', "NONEXISTENT")
-    state = await mail.state(session.acct)
+    if not target.may("r"):
+        raise No(f'No right to read "{cmd.mailbox}"', "NOPERM")
+    box, acct = target.box, target.acct
+    state = await mail.state(acct)
     carried = None
-    if previous is not None and previous.mid == box.id and previous.cache:
+    if previous is not None and previous.mid == box.id and previous.acct == acct and \
+            previous.cache:
         # re-selecting: keep the records no change touched since the old view's modseq
-        changes = await mail.changes(session.acct, previous.modseq, limit=_CHANGES_LIMIT)
+        changes = await mail.changes(acct, previous.modseq, limit=_CHANGES_LIMIT)
         if len(changes) < _CHANGES_LIMIT:
             carried = previous.cache
             for ch in changes:
                 for eid in (*ch.emails_updated, *ch.emails_destroyed):
                     carried.pop(eid, None)
-    index = await mail.uid_index(session.acct, box.id)
-    sel = Selected(box, cmd.name == "EXAMINE", index, state.modseq)
+    index = await mail.uid_index(acct, box.id)
+    writable = cmd.name == "SELECT" and any(target.may(r) for r in "swite")
+    sel = Selected(box, not writable, index, state.modseq, acct, target.rights, target.path)
     if carried:
         sel.cache = {e: rec for e, rec in carried.items() if e in sel.uid_of}
     out = session.out
@@ -225,7 +231,7 @@ async def cmd_select(session, cmd: c.Select):
     if not session.rev2:
         out(w.untagged("0 RECENT"))
         if box.unseen:
-            emails = await mail.emails(session.acct, sel.eids)
+            emails = await mail.emails(acct, sel.eids)
             first = next((i + 1 for i, e in enumerate(emails) if e is not None and not e.seen),
                          None)
             if first:
@@ -236,7 +242,7 @@ async def cmd_select(session, cmd: c.Select):
     out(w.status("OK", "Flags permitted" if permanent else "No permanent flags permitted",
                  f"PERMANENTFLAGS ({permanent.strip()})"))
     if session.rev2:
-        out(w.untagged(b"LIST () \"/\" " + w.mailbox_name(cmd.mailbox, True)))
+        out(w.untagged(b"LIST () \"/\" " + w.mailbox_name(target.path, True)))
     if session.condstore:
         out(w.status("OK", "Highest", f"HIGHESTMODSEQ {max(state.modseq, 1)}"))
     out(w.status("OK", "Mailbox id", f"MAILBOXID (M{box.id})"))  # RFC 8474 §4.1
@@ -284,7 +290,8 @@ async def cmd_examine(session, cmd: c.Select):
 # --- CLOSE, UNSELECT, EXPUNGE (RFC 9051 §6.4.1, §6.4.2, §6.4.3; RFC 4315 §2.1) ------------
 
 async def _deleted_uids(session, targets: list[tuple[int, int, int]]) -> list[int]:
-    emails = await session.services.mail.emails(session.acct, [e for _, _, e in targets])
+    emails = await session.services.mail.emails(session.selected.acct,
+                                                [e for _, _, e in targets])
     session.selected.remember(emails)
     return [u for (_, u, _), e in zip(targets, emails, strict=True)
             if e is not None and DELETED in e.keywords]
@@ -297,7 +304,7 @@ async def cmd_close(session, cmd: c.Command):
                                                                  strict=True))]
         uids = await _deleted_uids(session, targets)
         if uids:
-            await session.services.mail.remove_from_mailbox(session.acct, sel.mid, uids)
+            await session.services.mail.remove_from_mailbox(sel.acct, sel.mid, uids)
     session.selected = None
     session.state = State.AUTHENTICATED
     return "CLOSE completed"
@@ -317,9 +324,11 @@ async def cmd_expunge(session, cmd: c.Expunge):
     else:
         targets = [(i + 1, u, e) for i, (u, e) in enumerate(zip(sel.uids, sel.eids,
                                                                  strict=True))]
+    if not sel.rights or "e" not in sel.rights:
+        raise No("No right to expunge here", "NOPERM")
     uids = await _deleted_uids(session, targets)
     if uids:
-        await session.services.mail.remove_from_mailbox(session.acct, sel.mid, uids)
+        await session.services.mail.remove_from_mailbox(sel.acct, sel.mid, uids)
     await sel.sync(session, expunges=True)
     if session.condstore:  # RFC 7162 §3.1.11: HIGHESTMODSEQ after EXPUNGE
         return "EXPUNGE completed", f"HIGHESTMODSEQ {sel.modseq}"
@@ -342,10 +351,11 @@ async def cmd_store(session, cmd: c.Store):
     mail = session.services.mail
     kwargs = {"add": keywords} if cmd.mode == "+" else {"remove": keywords} \
         if cmd.mode == "-" else {"replace": keywords}
-    _, failed = await mail.set_keywords(session.acct, eids, unchanged_since=cmd.unchanged_since,
+    _check_flag_rights(sel, keywords, cmd.mode)
+    _, failed = await mail.set_keywords(sel.acct, eids, unchanged_since=cmd.unchanged_since,
                                         **kwargs)
     failed_set = set(failed)
-    emails = await mail.emails(session.acct, eids)
+    emails = await mail.emails(sel.acct, eids)
     sel.remember(emails)
     for (seq, uid, eid), email in zip(targets, emails, strict=True):
         if email is None or eid in failed_set:
@@ -372,37 +382,84 @@ async def cmd_store(session, cmd: c.Store):
 # --- COPY / MOVE (RFC 9051 §6.4.7, §6.4.8; RFC 4315 COPYUID; RFC 6851) ------------------------
 
 async def cmd_copy(session, cmd: c.CopyMove):
+    from stalwart_mp.imap.access import resolve
+
     sel = session.selected
     if cmd.name == "MOVE":
         _require_writable(session)
+        if not ("t" in sel.rights and "e" in sel.rights):
+            raise No("No right to move messages out of this mailbox", "NOPERM")
     targets = sel.resolve(session, cmd.uid, cmd.sequence)
-    dest = (await folders(session)).find(cmd.mailbox)
+    dest = await resolve(session, cmd.mailbox)
     if dest is None:
         raise No(f'No mailbox "{cmd.mailbox}"', "TRYCREATE")
+    if not dest.may("i"):
+        raise No(f'No right to add messages to "{cmd.mailbox}"', "NOPERM")
     if not targets:
         return f"{cmd.name} completed (nothing to do)"
     mail = session.services.mail
     eids = [e for _, _, e in targets]
     try:
-        if cmd.name == "MOVE":
-            moved = await mail.move(session.acct, eids, sel.mid, dest.id)
+        if dest.acct != sel.acct:  # another account: a new message there, same blob
+            new_uids = await _copy_across(session, sel.acct, eids, dest)
+            pairs = [(u, new_uids[e]) for _, u, e in targets if e in new_uids]
+            if cmd.name == "MOVE":
+                await mail.remove_from_mailbox(sel.acct, sel.mid, [p[0] for p in pairs])
+        elif cmd.name == "MOVE":
+            moved = await mail.move(sel.acct, eids, sel.mid, dest.box.id)
             pairs = [(moved[e][0], moved[e][1]) for e in eids if e in moved]
         else:
-            copied = await mail.copy(session.acct, eids, dest.id)
+            copied = await mail.copy(sel.acct, eids, dest.box.id)
             pairs = [(u, copied[e]) for _, u, e in targets if e in copied]
     except NoSuchMailbox:
         raise No(f'No mailbox "{cmd.mailbox}"', "TRYCREATE") from None
     except MailError as exc:
-        raise No(str(exc)) from None
+        raise No(str(exc), "OVERQUOTA" if "quota" in str(exc) else None) from None
     code = None
     if pairs:
-        code = (f"COPYUID {dest.uidvalidity} {w.sequence_set([p[0] for p in pairs])} "
+        code = (f"COPYUID {dest.box.uidvalidity} {w.sequence_set([p[0] for p in pairs])} "
                 f"{w.sequence_set([p[1] for p in pairs])}")
     if cmd.name == "MOVE":
         if code:  # RFC 6851 §4.3: COPYUID in an untagged OK before the expunges
             session.out(w.status("OK", "Moved", code))
         return "MOVE completed"
     return "COPY completed", code
+
+
+async def _copy_across(session, src_acct: int, eids: list[int], dest) -> dict[int, int]:
+    """Copy messages into another account's mailbox: new records there sharing the blob
+    and the parsed metadata. Returns source email id -> new UID."""
+    import msgpack
+
+    from stalwart_mp.mail import keys
+
+    mail = session.services.mail
+    emails = await mail.emails(src_acct, eids)
+    raws = await mail.data.get_many([keys.metadata(src_acct, e) for e in eids])
+    out = {}
+    for eid, email, raw in zip(eids, emails, raws, strict=True):
+        if email is None or raw is None:
+            continue
+        meta = msgpack.unpackb(raw, strict_map_key=False)
+        result = await mail.append(
+            dest.acct, [dest.box.id], blob_id=email.blob_id, size=email.size, metadata=meta,
+            keywords=email.keywords, received_at=email.received_at,
+            message_id=meta.get("m"), references=[*meta.get("r", []), *meta.get("i", [])])
+        out[eid] = result.uids[dest.box.id]
+    return out
+
+
+def _check_flag_rights(sel, keywords: list[str], mode: str) -> None:
+    """RFC 4314 §4: \\Seen needs "s", \\Deleted "t", other flags "w"."""
+    from stalwart_mp.mail.records import SEEN
+
+    needed = {"s" if k == SEEN else "t" if k == DELETED else "w" for k in keywords}
+    if mode == "":  # replacing may clear any flag
+        needed.add("w")
+    missing = needed - set(sel.rights)
+    if missing:
+        raise No(f"No right to change these flags (needs {''.join(sorted(missing))})",
+                 "NOPERM")
 
 
 async def cmd_move(session, cmd: c.CopyMove):
@@ -444,7 +501,7 @@ async def cmd_replace(session, cmd: c.Replace):
     box, uids = await append_messages(session, cmd.mailbox, [cmd.message])
     session.out(w.status("OK", "Replacement appended",
                          f"APPENDUID {box.uidvalidity} {uids[0]}"))
-    await session.services.mail.remove_from_mailbox(session.acct, sel.mid, [targets[0][1]])
+    await session.services.mail.remove_from_mailbox(sel.acct, sel.mid, [targets[0][1]])
     return "REPLACE completed"
 
 

@@ -45,7 +45,8 @@ NOT_AUTH = {"STARTTLS", "LOGIN", "AUTHENTICATE"}
 AUTH = {"ENABLE", "SELECT", "EXAMINE", "CREATE", "DELETE", "RENAME", "SUBSCRIBE",
         "UNSUBSCRIBE", "LIST", "LSUB", "NAMESPACE", "STATUS", "APPEND", "IDLE",
         "GETQUOTA", "GETQUOTAROOT", "SETQUOTA", "UNAUTHENTICATE", "COMPRESS",
-        "GETMETADATA", "SETMETADATA"}
+        "GETMETADATA", "SETMETADATA", "SETACL", "DELETEACL", "GETACL", "LISTRIGHTS",
+        "MYRIGHTS"}
 SELECTED = {"CLOSE", "UNSELECT", "EXPUNGE", "SEARCH", "FETCH", "STORE", "COPY", "MOVE",
             "CHECK", "SORT", "THREAD", "REPLACE"}
 _NO_SYNC = {"SELECT", "EXAMINE", "LOGOUT", "UNSELECT", "CLOSE", "UNAUTHENTICATE"}
@@ -319,7 +320,7 @@ class ImapSession(asyncio.Protocol):
                 "QUOTA=RES-MESSAGE", "OBJECTID", "PREVIEW", "SAVEDATE", "UTF8=ACCEPT",
                 "UNAUTHENTICATE", f"APPENDLIMIT={self.server.max_message_size}",
                 "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES", "REPLACE", "METADATA",
-                "METADATA-SERVER"]
+                "METADATA-SERVER", "ACL", "RIGHTS=texk"]
         if self._deflate is None:
             caps.append("COMPRESS=DEFLATE")
         if self.state == State.NOT_AUTHENTICATED:
@@ -369,8 +370,8 @@ class ImapSession(asyncio.Protocol):
         return "ENABLE completed"
 
     async def cmd_namespace(self, cmd: c.Command):
-        # RFC 2342: one personal namespace, no shared or other users' namespaces
-        self.out(w.untagged('NAMESPACE (("" "/")) NIL NIL'))
+        # RFC 2342: the personal namespace and the other users' one (shared mailboxes)
+        self.out(w.untagged('NAMESPACE (("" "/")) (("Shared Folders/" "/")) NIL'))
         return "NAMESPACE completed"
 
     async def cmd_unauthenticate(self, cmd: c.Command):
@@ -520,7 +521,8 @@ class ImapSession(asyncio.Protocol):
         def on_event(topic, data) -> None:
             changed.set()
 
-        sub = bus.subscribe(account_topic(self.acct), on_event) if bus is not None else None
+        acct = self.selected.acct if self.selected is not None else self.acct  # the owner's
+        sub = bus.subscribe(account_topic(acct), on_event) if bus is not None else None
         try:
             if bus is not None:
                 await bus.sync()

@@ -40,14 +40,14 @@ async def cmd_thread(session, cmd: c.Search):
     sel = session.selected
     services = session.services
     try:
-        ids = await s.query(services.mail, session.acct, _Builder(session, sel).build(cmd.key),
+        ids = await s.query(services.mail, sel.acct, _Builder(session, sel).build(cmd.key),
                             fts=session.server.fts(), mailbox=sel.mid,
                             blob_reader=services.blobs.get)
     except s.SearchError as exc:
         raise No(str(exc), "CANNOT") from None
     ids = [e for e in ids if e in sel.uid_of]
-    raws = await services.mail.data.get_many([keys.metadata(session.acct, e) for e in ids])
-    emails = await services.mail.emails(session.acct, ids)
+    raws = await services.mail.data.get_many([keys.metadata(sel.acct, e) for e in ids])
+    emails = await services.mail.emails(sel.acct, ids)
     msgs = []
     for eid, raw, email in zip(ids, raws, emails, strict=True):
         if raw is None or email is None:

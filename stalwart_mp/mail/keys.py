@@ -11,6 +11,8 @@ scan over a prefix lists, in order, a mailbox's UIDs or an account's changes.
   0x46 | acct(4) | id-hash(8)     -> thread id (by Message-ID, for threading replies)
   0x47 | acct(4) | modseq(8)      -> change record (emails and mailboxes created/updated/destroyed)
   0x48 | acct(4) | mbox(4) | entry -> METADATA value (RFC 5464; mbox 0 = server entries)
+  0x49 | grantee(4) | owner(4) | mbox(4) -> rights: mailboxes shared with an account (ACL)
+  0x4A | owner(4) | mbox(4) | grantee(4) -> b"": the same, by mailbox (cleaned at delete)
   0x4F | acct(4) | email(4)       -> b"i" (index) / b"u" (unindex): full-text work pending
 Every write to an account asserts its state record, so writers from any process serialize
 per account (compare-and-set, retried) while the group committer merges many accounts'
@@ -29,6 +31,8 @@ UID = 0x44
 THREAD = 0x46
 CHANGE = 0x47
 ANNOTATION = 0x48
+SHARED = 0x49
+SHARED_BY = 0x4A
 FTS_PENDING = 0x4F
 
 _I = struct.Struct(">I")
@@ -90,6 +94,22 @@ def annotation(acct: int, mbox: int, entry: str) -> bytes:
 
 def annotation_prefix(acct: int, mbox: int) -> bytes:
     return bytes([ANNOTATION]) + u32(acct) + u32(mbox)
+
+
+def shared(grantee: int, owner: int, mbox: int) -> bytes:
+    return bytes([SHARED]) + u32(grantee) + u32(owner) + u32(mbox)
+
+
+def shared_prefix(grantee: int) -> bytes:
+    return bytes([SHARED]) + u32(grantee)
+
+
+def shared_by(owner: int, mbox: int, grantee: int) -> bytes:
+    return bytes([SHARED_BY]) + u32(owner) + u32(mbox) + u32(grantee)
+
+
+def shared_by_prefix(owner: int, mbox: int) -> bytes:
+    return bytes([SHARED_BY]) + u32(owner) + u32(mbox)
 
 
 def fts_pending(acct: int, eid: int) -> bytes:

@@ -147,6 +147,10 @@ class MailStore:
             prefix = keys.annotation_prefix(acct, mid)  # its METADATA entries go too
             for key, _ in await self.data.range(prefix, keys.end_of(prefix), keys_only=True):
                 tx.put(key, None)
+            prefix = keys.shared_by_prefix(acct, mid)  # and its sharing index entries
+            for key, _ in await self.data.range(prefix, keys.end_of(prefix), keys_only=True):
+                tx.put(key, None)
+                tx.put(keys.shared(keys.tail_u32(key), acct, mid), None)
             tx.delete_mailbox(mid)
 
         await self.committer.run(acct, delete)
@@ -390,6 +394,42 @@ class MailStore:
                 tx.put(keys.annotation(acct, mid, entry), value)
 
         await self.committer.run(acct, update)
+
+    # --- sharing (RFC 4314 ACL) --------------------------------------------------------
+
+    async def set_acl(self, acct: int, mid: int, grantee: str, grantee_id: int,
+                      rights: str | None, owner_name: str = "") -> Mailbox:
+        """Grant ``rights`` on mailbox ``mid`` to account ``grantee`` (None or "": revoke),
+        in the mailbox record and in the grantee's index of shared mailboxes (which keeps
+        the owner's name, for the grantee's listing)."""
+        async def update(tx: AccountTx) -> Mailbox:
+            m = await tx.mailbox(mid)
+            if m is None:
+                raise NoSuchMailbox(f"no mailbox {mid}")
+            if rights:
+                m.acl[grantee] = rights
+                tx.put(keys.shared(grantee_id, acct, mid),
+                       f"{rights}\x00{owner_name}".encode())
+                tx.put(keys.shared_by(acct, mid, grantee_id), b"")
+            else:
+                m.acl.pop(grantee, None)
+                tx.put(keys.shared(grantee_id, acct, mid), None)
+                tx.put(keys.shared_by(acct, mid, grantee_id), None)
+            tx.put_mailbox(m)
+            return m
+
+        return await self.committer.run(acct, update)
+
+    async def shared_with(self, grantee_id: int) -> list[tuple[int, int, str, str]]:
+        """(owner account, mailbox id, rights, owner name) of every mailbox shared with an
+        account."""
+        prefix = keys.shared_prefix(grantee_id)
+        rows = await self.data.range(prefix, keys.end_of(prefix))
+        out = []
+        for k, v in rows:
+            rights, _, owner = v.decode().partition("\x00")
+            out.append((int.from_bytes(k[5:9], "big"), keys.tail_u32(k), rights, owner))
+        return out
 
     async def changes(self, acct: int, since: int, limit: int | None = None) -> list[Change]:
         """Changes after modseq ``since``, oldest first."""

@@ -442,7 +442,7 @@ def test_idle_sees_smtp_delivery_within_a_second(srv):
     delivered over SMTP, by whichever worker, within a second: the event bus carries it."""
     idlers: list[Raw] = []
     before = 0
-    for _ in range(12):
+    for _ in range(40):  # until both workers hold one (the kernel picks the worker)
         raw = Raw(srv.ports["imap"])
         raw.cmd(b"LOGIN dave dave-pw")
         before = int(raw.cmd(b"SELECT INBOX")[1].split()[1])
@@ -472,7 +472,7 @@ def test_qresync_across_workers(srv):
     conn = connect(srv, "erin")
     name = new_box(conn, MESSAGE, MESSAGE, MESSAGE)
     sessions = []
-    for _ in range(12):
+    for _ in range(40):  # until both workers hold one (the kernel picks the worker)
         raw = Raw(srv.ports["imap"])
         raw.cmd(b"LOGIN erin erin-pw")
         raw.cmd(b"ENABLE QRESYNC")
@@ -537,7 +537,7 @@ def test_enable_id_namespace_unauthenticate(srv):
         b'* ID ("name" "stalwart-mp" "vendor" "stalwart-mp" "support-url" "https://stalw.art")'
     raw.cmd(b"LOGIN alice alice-pw")
     assert raw.cmd(b"ENABLE CONDSTORE X-UNKNOWN")[0] == b"* ENABLED CONDSTORE"
-    assert raw.cmd(b"NAMESPACE")[0] == b'* NAMESPACE (("" "/")) NIL NIL'
+    assert raw.cmd(b"NAMESPACE")[0] == b'* NAMESPACE (("" "/")) (("Shared Folders/" "/")) NIL'
     assert raw.cmd(b"UNAUTHENTICATE")[-1] == b"t OK UNAUTHENTICATE completed"
     assert raw.cmd(b"SELECT INBOX")[-1].startswith(b"t BAD")
     raw.close()
@@ -704,3 +704,64 @@ def test_metadata(srv):
     assert raw.cmd(b"GETMETADATA (DEPTH infinity) %s /shared" % name) == [
         b"t OK GETMETADATA completed"]
     raw.close()
+
+
+def test_acl_shared_mailboxes_between_accounts(srv):
+    """RFC 4314: alice shares a mailbox with carol, who finds it in the other users'
+    namespace with exactly the rights granted; COPY crosses accounts; IDLE on the shared
+    mailbox hears alice's changes; revoking hides it again."""
+    alice = Raw(srv.ports["imap"])
+    alice.cmd(b"LOGIN alice alice-pw")
+    team = box_name().encode()
+    alice.cmd(b"CREATE " + team)
+    alice.send(b"a APPEND %s {%d+}\r\n%s\r\n" % (team, len(MESSAGE), MESSAGE))
+    assert alice.line().startswith(b"a OK")
+    assert alice.cmd(b"SETACL %s carol lr" % team) == [b"t OK SETACL completed"]
+    assert alice.cmd(b"GETACL " + team)[0] == b'* ACL "%s" "alice" lrswipkxtea "carol" lr' % team
+    assert alice.cmd(b"LISTRIGHTS %s carol" % team)[0] == \
+        b'* LISTRIGHTS "%s" "carol" "" l r s w i p k x t e a' % team
+    carol = Raw(srv.ports["imap"])
+    carol.cmd(b"LOGIN carol carol-pw")
+    assert carol.cmd(b"NAMESPACE")[0] == b'* NAMESPACE (("" "/")) (("Shared Folders/" "/")) NIL'
+    shared = b"Shared Folders/alice/" + team
+    lines = carol.cmd(b'LIST "" "Shared*"')
+    assert b'* LIST (\\Noselect \\HasChildren) "/" "Shared Folders"' in lines
+    assert b'* LIST (\\Noselect \\HasChildren) "/" "Shared Folders/alice"' in lines
+    assert b'* LIST (\\HasNoChildren) "/" "%s"' % shared in lines
+    assert carol.cmd(b'MYRIGHTS "%s"' % shared)[0] == b'* MYRIGHTS "%s" lr' % shared
+    assert carol.cmd(b'GETACL "%s"' % shared)[-1].startswith(b"t NO [NOPERM]")
+    lines = carol.cmd(b'SELECT "%s"' % shared)
+    assert b"* 1 EXISTS" in lines and lines[-1] == b"t OK [READ-ONLY] SELECT completed"
+    lines = carol.cmd(b"FETCH 1 (BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+    assert lines[0] == b"* 1 FETCH (BODY[HEADER.FIELDS (SUBJECT)] {24}"
+    assert carol.cmd(b"STORE 1 +FLAGS (\\Flagged)")[-1].startswith(b"t NO [READ-ONLY]")
+    carol.send(b"p APPEND \"%s\" {%d+}\r\n%s\r\n" % (shared, len(MESSAGE), MESSAGE))
+    assert carol.line().startswith(b"p NO [NOPERM]")
+    # more rights: insert and write; COPY from carol's INBOX crosses accounts
+    assert alice.cmd(b"SETACL %s carol +iws" % team)[-1] == b"t OK SETACL completed"
+    assert carol.cmd(b'MYRIGHTS "%s"' % shared)[0] == b'* MYRIGHTS "%s" lrswi' % shared
+    carol.send(b"q APPEND INBOX {%d+}\r\n%s\r\n" % (len(MESSAGE), MESSAGE))
+    assert carol.line().startswith(b"q OK")
+    carol.cmd(b"SELECT INBOX")
+    lines = carol.cmd(b'UID COPY 1:* "%s"' % shared)
+    assert re.fullmatch(rb"t OK \[COPYUID \d+ [\d:,]+ 2(:\d+)?\] COPY completed", lines[-1]), lines
+    lines = carol.cmd(b'SELECT "%s"' % shared)
+    assert lines[-1] == b"t OK [READ-WRITE] SELECT completed"
+    assert carol.cmd(b"STORE 1 +FLAGS (\\Flagged)")[0] == b"* 1 FETCH (FLAGS (\\Flagged))"
+    assert carol.cmd(b"STORE 1 +FLAGS (\\Deleted)")[-1].startswith(b"t NO [NOPERM]")
+    # carol idles on alice's mailbox and hears alice's append (alice's account topic)
+    carol.send(b"i IDLE\r\n")
+    assert carol.line() == b"+ idling"
+    alice.send(b"b APPEND %s {%d+}\r\n%s\r\n" % (team, len(MESSAGE), MESSAGE))
+    assert alice.line().startswith(b"b OK")
+    carol.sock.settimeout(2)
+    assert re.fullmatch(rb"\* \d+ EXISTS", carol.line())
+    carol.send(b"DONE\r\n")
+    assert carol.until(b"i")[-1] == b"i OK IDLE terminated"
+    # revoked: gone from carol's view
+    assert alice.cmd(b"DELETEACL %s carol" % team)[-1] == b"t OK DELETEACL completed"
+    assert carol.cmd(b'LIST "" "Shared Folders/*"') == [b"t OK LIST completed"]
+    assert carol.cmd(b'STATUS "%s" (MESSAGES)' % shared)[-1].startswith(b"t NO [NONEXISTENT]")
+    assert carol.cmd(b'DELETE "%s"' % shared)[-1].startswith(b"t NO [NOPERM]")
+    alice.close()
+    carol.close()

@@ -257,3 +257,12 @@ class Metadata(Command):
     values: dict[str, bytes | None] = field(default_factory=dict)
     maxsize: int | None = None
     depth: str = "0"                          # "0", "1" or "infinity"
+
+
+@dataclass(slots=True)
+class Acl(Command):
+    """SETACL, DELETEACL, GETACL, LISTRIGHTS, MYRIGHTS (RFC 4314 §3)."""
+
+    mailbox: str = ""
+    identifier: str = ""
+    rights: str = ""

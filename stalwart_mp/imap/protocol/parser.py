@@ -553,6 +553,18 @@ def _setmetadata(p: Parser, tag: str, name: str, uid: bool) -> c.Command:
     return cmd
 
 
+def _acl(p: Parser, tag: str, name: str, uid: bool) -> c.Command:
+    p.sp()
+    cmd = c.Acl(tag, name, uid, p.mailbox())
+    if name in ("SETACL", "DELETEACL", "LISTRIGHTS"):
+        p.sp()
+        cmd.identifier = p.astring()
+    if name == "SETACL":
+        p.sp()
+        cmd.rights = p.astring()
+    return cmd
+
+
 def _compress(p: Parser, tag: str, name: str, uid: bool) -> c.Command:
     p.sp()
     return c.Compress(tag, name, uid, p.atom().upper())
@@ -866,5 +878,6 @@ _HANDLERS = {
     "SEARCH": _search, "SORT": _sort, "THREAD": _thread, "FETCH": _fetch, "STORE": _store,
     "COPY": _copy, "MOVE": _copy, "ID": _id, "GETQUOTA": _getquota, "SETQUOTA": _getquota,
     "REPLACE": _replace, "COMPRESS": _compress, "GETMETADATA": _getmetadata,
-    "SETMETADATA": _setmetadata,
+    "SETMETADATA": _setmetadata, "SETACL": _acl, "DELETEACL": _acl, "GETACL": _acl,
+    "LISTRIGHTS": _acl, "MYRIGHTS": _acl,
 }

@@ -1,0 +1,87 @@
+"""Which mailbox a name means, and what the session may do there (RFC 4314 ACL).
+
+A session's own mailboxes are named by their paths; mailboxes other accounts shared with
+it (``SETACL``) appear in the other users' namespace as ``Shared Folders/<owner>/<path>``
+(RFC 2342 §5). Rights are the RFC 4314 §2.1 letters; the owner has them all. The sharing
+index of the mail model (0x49) lists what was shared with an account, so LIST does not
+scan other accounts.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from stalwart_mp.imap.folders import DELIMITER, Folders
+from stalwart_mp.mail.records import Mailbox
+
+SHARED_ROOT = "Shared Folders"
+ALL_RIGHTS = "lrswipkxtea"
+
+
+@dataclass(slots=True)
+class Target:
+    acct: int
+    box: Mailbox
+    path: str                 # the name as this session sees it
+    rights: str
+    owner: str | None = None  # None: the session's own mailbox
+
+    def may(self, right: str) -> bool:
+        return right in self.rights
+
+
+def is_shared_name(name: str) -> bool:
+    return name == SHARED_ROOT or name.startswith(SHARED_ROOT + DELIMITER)
+
+
+async def owner_account(session, owner: str) -> int | None:
+    from stalwart_mp.directory.ids import account_id
+
+    principal = await session.services.directory.principal(owner)
+    if principal is None:
+        return None
+    return await account_id(session.services.data, principal)
+
+
+async def resolve(session, name: str, folders: Folders | None = None) -> Target | None:
+    """The mailbox ``name`` means for this session, or None (unknown, a placeholder of the
+    shared namespace, or shared without the "l" or "r" right — RFC 4314 §4: not told)."""
+    mail = session.services.mail
+    if not is_shared_name(name):
+        folders = folders or Folders(await mail.mailboxes(session.acct))
+        box = folders.find(name)
+        if box is None:
+            return None
+        return Target(session.acct, box, folders.path(box.id), ALL_RIGHTS)
+    parts = name.split(DELIMITER, 2)
+    if len(parts) < 3 or not parts[2]:
+        return None
+    owner, rest = parts[1], parts[2]
+    acct = await owner_account(session, owner)
+    if acct is None or acct == session.acct:
+        return None
+    owned = Folders(await mail.mailboxes(acct))
+    box = owned.find(rest)
+    if box is None:
+        return None
+    rights = box.acl.get(session.principal.name.lower(), "")
+    if "l" not in rights and "r" not in rights:
+        return None
+    return Target(acct, box, f"{SHARED_ROOT}/{owner}/{owned.path(box.id)}", rights, owner)
+
+
+async def shared_targets(session) -> list[Target]:
+    """Every mailbox shared with this session's account that it may list."""
+    mail = session.services.mail
+    by_owner: dict[tuple[int, str], list[tuple[int, str]]] = {}
+    for owner_acct, mid, rights, owner in await mail.shared_with(session.acct):
+        if "l" in rights and owner:
+            by_owner.setdefault((owner_acct, owner), []).append((mid, rights))
+    out = []
+    for (owner_acct, owner), entries in by_owner.items():
+        owned = Folders(await mail.mailboxes(owner_acct))
+        for mid, rights in entries:
+            box = owned.by_id.get(mid)
+            if box is not None:
+                out.append(Target(owner_acct, box, f"{SHARED_ROOT}/{owner}/"
+                                                   f"{owned.path(mid)}", rights, owner))
+    return sorted(out, key=lambda t: t.path)
