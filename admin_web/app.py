@@ -46,9 +46,18 @@ def build(config: AdminConfig | None = None, **overrides: Any) -> Flask:
     app.extensions["stalwart_admin"] = config
     CSRFProtect(app)
 
-    from admin_web.views import auth, dashboard, domains, principals, queue, settings, setup
+    from admin_web.views import (
+        aliases,
+        auth,
+        dashboard,
+        domains,
+        principals,
+        queue,
+        settings,
+        setup,
+    )
 
-    for module in (auth, dashboard, domains, principals, queue, settings, setup):
+    for module in (auth, dashboard, domains, principals, aliases, queue, settings, setup):
         app.register_blueprint(module.bp)
     app.teardown_request(close_control)
     _error_pages(app)

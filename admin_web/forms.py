@@ -123,3 +123,11 @@ class SetupForm(FlaskForm):
     confirm = PasswordField("Repeat it", validators=[EqualTo("password",
                                                              "the passwords differ")])
 
+
+
+class AliasForm(FlaskForm):
+    address = StringField("Alias address", validators=[DataRequired(), Length(max=320)],
+                          description='e.g. sales@example.org; "@example.org" is a '
+                          'catch-all, "sales-*@example.org" a wildcard.')
+    owner = StringField("Delivered to (account, group or list name)",
+                        validators=[DataRequired(), Length(max=255)])

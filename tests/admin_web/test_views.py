@@ -83,7 +83,8 @@ def post(client, url: str, data: dict | None = None, form_page: str | None = Non
 # --- authentication --------------------------------------------------------------------
 
 PAGES = ["/", "/domains/", f"/domains/{DOMAIN}/dns", f"/domains/{DOMAIN}/zone",
-         "/accounts/", f"/accounts/{USER}", "/groups/", "/lists/", "/queue/", "/settings/",
+         "/accounts/", f"/accounts/{USER}", "/groups/", "/lists/", "/aliases/", "/queue/",
+         "/settings/",
          "/settings/smtp", "/settings/raw", "/setup/"]
 
 
@@ -484,6 +485,27 @@ def test_accounts_search_and_paging(env, monkeypatch):
     second = second_page.split("<tbody>", 1)[1].split("</tbody>", 1)[0]
     assert "pager-c" in second and "pager-a" not in second
     assert "First page" in second_page
+
+
+def test_aliases_page_lists_adds_and_removes_aliases(env):
+    client = env.client()
+    resp = post(client, "/aliases/", {"address": f"ally@{DOMAIN}", "owner": USER})
+    assert resp.status_code == 302
+    table = client.get("/aliases/?q=ally").text.split('<table id="aliases">', 1)[1]
+    row = table.split(f"ally@{DOMAIN}", 1)[1].split("</tr>", 1)[0]
+    assert f'href="/accounts/{USER}"' in row and f"{USER}@{DOMAIN}" in row
+    # primary addresses are not aliases
+    all_rows = client.get("/aliases/").text.split('<table id="aliases">', 1)[1]
+    assert f'<td class="mono">{ADMIN}@{DOMAIN}</td>\n      <td><a' not in all_rows
+    resp = post(client, "/aliases/", {"address": f"ally2@{DOMAIN}", "owner": "nobody"})
+    assert resp.status_code == 400 and "nobody" in resp.text
+    resp = post(client, "/aliases/remove", {"address": f"ally@{DOMAIN}", "owner": USER},
+                form_page="/aliases/")
+    assert resp.status_code == 302
+    with env.plane() as plane:
+        alice = plane.principals.GetPrincipal(principals_pb2.GetPrincipalRequest(name=USER))
+    assert f"ally@{DOMAIN}" not in alice.emails
+    assert "No alias matches" in client.get("/aliases/?q=ally").text
 
 
 # --- queue -----------------------------------------------------------------------------
