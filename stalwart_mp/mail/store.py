@@ -536,6 +536,8 @@ async def delete_account(mail: MailStore, acct: int, chunk: int = 500) -> int:
     for prefix in (keys.mailbox_prefix(acct), keys.change_prefix(acct),
                    bytes([keys.THREAD]) + keys.u32(acct),
                    bytes([keys.ANNOTATION]) + keys.u32(acct),
+                   bytes([keys.SHARED]) + keys.u32(acct),
+                   bytes([keys.SHARED_BY]) + keys.u32(acct),
                    bytes([keys.UID]) + keys.u32(acct)):
         for key, _ in await mail.data.range(prefix, keys.end_of(prefix), keys_only=True):
             batch.delete(key)
