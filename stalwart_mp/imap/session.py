@@ -19,6 +19,7 @@ from stalwart_mp.imap.protocol import commands as c
 from stalwart_mp.imap.protocol import reader as rd
 from stalwart_mp.imap.protocol import writer as w
 from stalwart_mp.imap.protocol.parser import ParseError, parse_command
+from stalwart_mp.worker.connection import outer_protocol
 
 log = logging.getLogger("stalwart_mp.imap")
 
@@ -415,7 +416,8 @@ class ImapSession(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         try:
             self.transport = await loop.start_tls(
-                self.transport, self, self.server.tls.server_context(), server_side=True,
+                self.transport, outer_protocol(self.transport, self),
+                self.server.tls.server_context(), server_side=True,
                 ssl_handshake_timeout=self.server.handshake_timeout)
         except (TimeoutError, OSError) as exc:
             log.info("TLS handshake failed", extra={"fields": {"error": str(exc)}})

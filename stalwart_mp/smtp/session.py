@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from stalwart_mp import logs, metrics
 from stalwart_mp.smtp import protocol as p
 from stalwart_mp.smtp.replies import Reply, ehlo_reply, reply
+from stalwart_mp.worker.connection import outer_protocol
 
 log = logging.getLogger("stalwart_mp.smtp")
 
@@ -520,7 +521,8 @@ class SmtpSession(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         try:
             self.transport = await loop.start_tls(
-                self.transport, self, self.server.tls.server_context(), server_side=True,
+                self.transport, outer_protocol(self.transport, self),
+                self.server.tls.server_context(), server_side=True,
                 ssl_handshake_timeout=self.server.handshake_timeout)
         except (TimeoutError, OSError) as exc:
             log.info("TLS handshake failed", extra={"fields": {"error": str(exc)}})

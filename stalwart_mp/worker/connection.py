@@ -105,3 +105,13 @@ class TrackedProtocol(asyncio.Protocol):
             self.inner.connection_lost(exc)
         finally:
             self._on_lost(self._transport)
+
+
+def outer_protocol(transport: asyncio.BaseTransport, session: asyncio.BaseProtocol
+                   ) -> asyncio.BaseProtocol:
+    """The protocol the worker attached to ``transport``: its :class:`TrackedProtocol`,
+    which releases the connection's counts (per-IP limits, the active gauge) when it ends.
+    Hand THIS to ``loop.start_tls`` for STARTTLS, not the session, or the end of every
+    upgraded connection goes unseen and its counts leak."""
+    protocol = transport.get_protocol()
+    return protocol if protocol is not None else session
