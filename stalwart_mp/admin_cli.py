@@ -163,6 +163,21 @@ def _add_server_commands(commands: Any) -> None:
                                 description="Same as `stalwart-mp-admin reload`.")
     reload.add_argument("--json", action="store_true", help="print the result as JSON")
     reload.set_defaults(run=cmd_reload)
+    workers = actions.add_parser(
+        "workers", help="change the number of worker processes now",
+        description="Start or stop workers until COUNT run (like SIGTTIN/SIGTTOU to the "
+        "master). Not kept across a reload or restart: `config set server.workers COUNT` "
+        "keeps it.")
+    workers.add_argument("count", type=int, help="worker processes wanted (1-512)")
+    workers.set_defaults(run=cmd_workers)
+
+
+def cmd_workers(stub: ControlStub, args: argparse.Namespace) -> int:
+    status = _call(stub.SetWorkers, server_pb2.SetWorkersRequest(count=args.count),
+                   args.control, max(args.timeout, 60.0))
+    running = sum(1 for p in status.processes if p.kind == "worker")
+    print(f"{running} workers running")
+    return EXIT_OK
 
 
 def _quota(text: str) -> int:
@@ -374,7 +389,12 @@ def format_status(status: server_pb2.ServerStatus) -> str:
         lines += [f"             - {error}" for error in last.errors]
     else:
         lines.append("last reload  none since start")
-    lines += ["", f"processes ({len(status.processes)})"]
+    queue = str(status.queue_messages) if status.HasField("queue_messages") else "unknown"
+    lines += [(f"messages     {status.messages_received} received, "
+              f"{status.messages_delivered} delivered locally since start; {queue} queued "
+              "for delivery")]
+    lines += ["", (f"processes ({len(status.processes)}; "
+              f"{status.workers_wanted or '?'} workers wanted)")]
     lines += _table(
         ("KIND", "PID", "GENERATION", "STARTED"),
         [(p.kind, str(p.pid), str(p.generation), _when(p.started_at.ToSeconds()))
@@ -382,8 +402,9 @@ def format_status(status: server_pb2.ServerStatus) -> str:
     )
     lines += ["", f"listeners ({len(status.listeners)})"]
     lines += _table(
-        ("NAME", "PROTOCOL", "TLS", "BIND"),
+        ("NAME", "PROTOCOL", "TLS", "OPEN", "TOTAL", "BIND"),
         [(entry.name, entry.protocol, "implicit" if entry.implicit_tls else "-",
+          str(entry.connections_active), str(entry.connections_total),
           ", ".join(entry.bind)) for entry in status.listeners],
     )
     return "\n".join(lines)

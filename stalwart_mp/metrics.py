@@ -53,3 +53,12 @@ def render() -> bytes:
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)
     return generate_latest(registry)
+
+
+def totals() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of every process, aggregated as ``/metrics`` shows them:
+    {(sample name, sorted label pairs): value} (read by the control plane's status)."""
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in registry.collect() for s in family.samples}

@@ -22,12 +22,18 @@ from stalwart_mp.control.principals_service import (
 )
 from stalwart_mp.control.status import timestamp
 from stalwart_mp.smtp.queue import manage
-from stalwart_mp.smtp.queue.store import FINAL, QueuedMessage
+from stalwart_mp.smtp.queue.store import FINAL, TAG_MESSAGE, QueuedMessage
 
 T = TypeVar("T")
 
 MESSAGE_STATES = ("scheduled", "deferred")
 RECIPIENT_STATES = ("queued", *FINAL)
+
+
+async def queue_size(data: Any) -> int:
+    """Messages in the outbound queue (a key-only scan of the message subspace)."""
+    rows = await data.range(bytes([TAG_MESSAGE]), bytes([TAG_MESSAGE + 1]), keys_only=True)
+    return len(rows)
 
 
 def message_to_proto(m: QueuedMessage) -> queue_pb2.QueuedMessage:

@@ -27,7 +27,7 @@ from stalwart_mp.control.gen.stalwart_mp.v1 import (
     server_pb2_grpc,
 )
 from stalwart_mp.control.principals_service import DirectoryBackend, PrincipalsServicer
-from stalwart_mp.control.queue_service import QueueServicer
+from stalwart_mp.control.queue_service import QueueServicer, queue_size
 from stalwart_mp.control.status import (
     StatusUnavailable,
     read_status,
@@ -41,6 +41,22 @@ RELOAD_TIMEOUT = 30.0  # seconds the master may take to finish a reload
 _POLL = 0.05
 BIND_WAIT = 5.0  # seconds to wait for a busy address (the previous control child closing it)
 BIND_RETRY = 0.1
+MAX_WORKERS = 512            # as server.workers allows
+SET_WORKERS_TIMEOUT = 60.0   # seconds for workers to start or drain
+STATUS_STORE_TIMEOUT = 5.0   # the queue size is left out rather than a status delayed
+
+
+def _metric_totals() -> dict:
+    """The processes' shared metrics (empty outside a server: no metrics folder)."""
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return {}
+    from stalwart_mp import metrics
+
+    try:
+        return metrics.totals()
+    except (OSError, ValueError) as exc:  # a file being written or removed right now
+        log.debug("status without metrics", extra={"fields": {"error": str(exc)}})
+        return {}
 
 
 class BindError(Exception):
@@ -48,7 +64,8 @@ class BindError(Exception):
 
 
 class ServerServicer(server_pb2_grpc.ServerServicer):
-    """Server.GetStatus and Server.Reload, answered from the master's status file."""
+    """Server.GetStatus, Reload and SetWorkers, answered from the master's status file, the
+    processes' shared metrics and (queue size) the data store."""
 
     def __init__(
         self,
@@ -56,21 +73,83 @@ class ServerServicer(server_pb2_grpc.ServerServicer):
         master_pid: int,
         reload_timeout: float = RELOAD_TIMEOUT,
         clock: Callable[[], float] = time.time,
+        backend: DirectoryBackend | None = None,
     ):
         self.run_dir = Path(run_dir)
         self.master_pid = master_pid
         self.reload_timeout = reload_timeout
         self.clock = clock
+        self.backend = backend
         self._reload_lock = threading.Lock()  # one reload at a time: the master coalesces HUPs
 
     def GetStatus(  # gRPC method name
         self, request: server_pb2.GetStatusRequest, context: grpc.ServicerContext
     ) -> server_pb2.ServerStatus:
         try:
-            return status_to_proto(read_status(self.run_dir), now=self.clock())
+            status = status_to_proto(read_status(self.run_dir), now=self.clock(),
+                                     counts=_metric_totals())
         except StatusUnavailable as exc:
             context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
             raise  # unreachable: abort raises
+        if self.backend is not None:
+            try:
+                status.queue_messages = self.backend.run_services(
+                    lambda services: queue_size(services.data), timeout=STATUS_STORE_TIMEOUT)
+            except Exception as exc:  # noqa: BLE001 - the status is still worth answering
+                log.debug("status without the queue size", extra={"fields": {"error": str(exc)}})
+        return status
+
+    def SetWorkers(  # gRPC method name
+        self, request: server_pb2.SetWorkersRequest, context: grpc.ServicerContext
+    ) -> server_pb2.ServerStatus:
+        if not 1 <= request.count <= MAX_WORKERS:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                          f"count: between 1 and {MAX_WORKERS}, got {request.count}")
+        with self._reload_lock:
+            deadline = time.monotonic() + SET_WORKERS_TIMEOUT
+            audit("server.workers", count=request.count)
+            while time.monotonic() < deadline and context.is_active():
+                try:
+                    status = read_status(self.run_dir)
+                except StatusUnavailable:
+                    time.sleep(_POLL)
+                    continue
+                wanted = status.get("workers_wanted", 0)
+                running = sum(1 for p in status["processes"] if p["kind"] == "worker"
+                              and p["generation"] == status["generation"])
+                if wanted == request.count and running == request.count:
+                    return self.GetStatus(server_pb2.GetStatusRequest(), context)
+                if wanted != request.count:
+                    # one signal at a time: the master counts each, and its queue is short
+                    self._signal(context, signal.SIGTTIN if wanted < request.count
+                                 else signal.SIGTTOU, "change the worker count")
+                    self._wait_wanted(wanted, deadline)
+                else:
+                    time.sleep(_POLL)
+            context.abort(grpc.StatusCode.DEADLINE_EXCEEDED,
+                          f"the master did not reach {request.count} workers within "
+                          f"{SET_WORKERS_TIMEOUT:.0f}s; see its log")
+            raise AssertionError("unreachable: abort raises")
+
+    def _wait_wanted(self, before: int, deadline: float) -> None:
+        while time.monotonic() < deadline:
+            try:
+                if read_status(self.run_dir).get("workers_wanted") != before:
+                    return
+            except StatusUnavailable:
+                pass
+            time.sleep(_POLL)
+
+    def _signal(self, context: grpc.ServicerContext, sig: int, what: str) -> None:
+        try:
+            os.kill(self.master_pid, sig)
+        except ProcessLookupError:
+            context.abort(grpc.StatusCode.UNAVAILABLE,
+                          f"the master (pid {self.master_pid}) is not running: cannot {what}")
+        except PermissionError:
+            context.abort(grpc.StatusCode.PERMISSION_DENIED,
+                          f"the control process may not signal the master "
+                          f"(pid {self.master_pid}) to {what}")
 
     def Reload(  # gRPC method name
         self, request: server_pb2.ReloadRequest, context: grpc.ServicerContext
@@ -150,7 +229,8 @@ def build_server(
                 token, directory.check_admin if directory is not None else None)],
             options=[("grpc.so_reuseport", 0)],  # a second control plane must fail, not share
         )
-        server_servicer = ServerServicer(run_dir, master_pid, reload_timeout)
+        server_servicer = ServerServicer(run_dir, master_pid, reload_timeout,
+                                         backend=directory)
         server_pb2_grpc.add_ServerServicer_to_server(server_servicer, server)
         config_pb2_grpc.add_ConfigServicer_to_server(
             ConfigServicer(directory, config_path, run_dir, server_servicer), server)

@@ -109,9 +109,17 @@ def reload_result_to_proto(last_reload: dict[str, Any]) -> server_pb2.ReloadResu
     )
 
 
-def status_to_proto(status: dict[str, Any], now: float | None = None) -> server_pb2.ServerStatus:
-    """A checked status dict (from read_status) as a ServerStatus; uptime is taken at ``now``."""
+def status_to_proto(status: dict[str, Any], now: float | None = None,
+                    counts: dict | None = None) -> server_pb2.ServerStatus:
+    """A checked status dict (from read_status) as a ServerStatus; uptime is taken at ``now``;
+    ``counts``: aggregated metric samples (``metrics.totals()``) for the connection and
+    message counters (zero without)."""
     now = time.time() if now is None else now
+    counts = counts or {}
+
+    def count(name: str, **labels: str) -> int:
+        return int(counts.get((name, tuple(sorted(labels.items()))), 0))
+
     message = server_pb2.ServerStatus(
         version=status["version"],
         hostname=status["hostname"],
@@ -121,6 +129,10 @@ def status_to_proto(status: dict[str, Any], now: float | None = None) -> server_
         config_path=status["config_path"],
         config_loaded_at=timestamp(status["config_loaded_at"]),
         generation=status["generation"],
+        workers_wanted=status.get("workers_wanted", 0),
+        messages_received=sum(int(v) for (name, _), v in counts.items()
+                              if name == "stalwart_messages_received_total"),
+        messages_delivered=count("stalwart_messages_delivered_total"),
         processes=[
             server_pb2.ProcessInfo(
                 kind=p["kind"], pid=p["pid"], started_at=timestamp(p["started_at"]),
@@ -132,6 +144,10 @@ def status_to_proto(status: dict[str, Any], now: float | None = None) -> server_
             server_pb2.ListenerInfo(
                 name=entry["name"], protocol=entry["protocol"],
                 bind=[str(b) for b in entry["bind"]], implicit_tls=entry["implicit_tls"],
+                connections_active=count("stalwart_connections_active",
+                                         listener=entry["name"]),
+                connections_total=count("stalwart_connections_total", listener=entry["name"],
+                                        protocol=entry["protocol"]),
             )
             for entry in status["listeners"]
         ],

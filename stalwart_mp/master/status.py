@@ -23,6 +23,7 @@ def snapshot(master) -> dict:
         "config_path": str(master.config_path),
         "config_loaded_at": master.config_loaded_at,
         "generation": master.generation,
+        "workers_wanted": master.num_workers,
         "processes": [
             {"kind": c.kind, "pid": c.pid, "generation": c.generation,
              "started_at": master.started_at + (c.started_at - master.started_monotonic)}

@@ -17,7 +17,7 @@ import grpc
 import pytest
 
 from stalwart_mp.control.client import connect
-from stalwart_mp.control.gen.stalwart_mp.v1 import queue_pb2, queue_pb2_grpc
+from stalwart_mp.control.gen.stalwart_mp.v1 import queue_pb2, queue_pb2_grpc, server_pb2
 from tests.dns_server import DnsServer
 from tests.harness import BIN
 from tests.smtp.smtp_env import mail_server, mailbox
@@ -163,3 +163,35 @@ def test_admin_cli_queue_commands(env):
     assert cancelled.returncode == 0 and "left the queue" in cancelled.stdout
     assert int(qid) not in [m["id"] for m in json.loads(
         env.admin("queue", "list", "--json").stdout)]
+
+
+def test_status_counts_connections_messages_and_the_queue(env):
+    status = env.stub.GetStatus(server_pb2.GetStatusRequest(), timeout=10)
+    assert status.HasField("queue_messages")
+    assert status.queue_messages == len(_ids(env))
+    assert status.messages_received >= 3, "the three submissions (more if others ran first)"
+    (sub,) = [entry for entry in status.listeners if entry.name == "submission"]
+    assert sub.connections_total >= 3 and sub.connections_active == 0
+    assert status.workers_wanted == 1
+    shown = env.admin("server", "status")
+    assert shown.returncode == 0
+    assert f"{status.queue_messages} queued for delivery" in shown.stdout
+    assert any(line.split()[:2] == ["submission", "submission"] and
+               line.split()[4] == str(sub.connections_total)
+               for line in shown.stdout.splitlines()), shown.stdout
+
+
+def test_set_workers_up_and_down(env):
+    with pytest.raises(grpc.RpcError) as err:
+        env.stub.SetWorkers(server_pb2.SetWorkersRequest(count=0), timeout=10)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.details().startswith("count:")
+    status = env.stub.SetWorkers(server_pb2.SetWorkersRequest(count=3), timeout=90)
+    assert status.workers_wanted == 3
+    assert len([p for p in status.processes if p.kind == "worker"]) == 3
+    changed = env.admin("server", "workers", "1")
+    assert changed.returncode == 0 and changed.stdout.strip() == "1 workers running"
+    after = env.stub.GetStatus(server_pb2.GetStatusRequest(), timeout=10)
+    assert after.workers_wanted == 1
+    assert len([p for p in after.processes if p.kind == "worker"]) == 1
+    assert "server.workers" in env.server.logs(), "audit-logged"

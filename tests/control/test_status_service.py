@@ -167,13 +167,14 @@ def test_admin_cli_status_json_and_table(control):
     assert data["generation"] == 1
     assert [p["kind"] for p in data["processes"]] == ["control", "worker"]
     assert data["listeners"][1] == {"name": "imaps", "protocol": "imap",
-                                    "bind": ["0.0.0.0:993"], "implicit_tls": True}
+                                    "bind": ["0.0.0.0:993"], "implicit_tls": True,
+                                    "connections_active": 0, "connections_total": 0}
 
     table = control.admin("status")
     assert table.returncode == 0, table.stderr
     assert "stalwart-mp 0.1.0-test on mx.example.test" in table.stdout
     assert f"pid {control.proc.pid}" in table.stdout
-    assert "imaps  imap      implicit  0.0.0.0:993" in table.stdout
+    assert "imaps  imap      implicit  0     0      0.0.0.0:993" in table.stdout
 
 
 def test_admin_cli_reload_exit_codes(control):
