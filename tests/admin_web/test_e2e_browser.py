@@ -179,6 +179,17 @@ def test_first_session_in_a_browser(server, page):
     assert {s.key: (s.value, s.source) for s in snapshot.settings}[
         "smtp.max-recipients"] == ("77", "stored")
 
+    # --- responsive: on a phone-sized screen nothing overflows the page's width ---
+    page.set_viewport_size({"width": 390, "height": 844})
+    for path in ("/", f"/domains/{DOMAIN}/dns", "/accounts/carol", "/settings/smtp"):
+        page.goto(path)
+        overflow = page.evaluate("document.documentElement.scrollWidth"
+                                 " - document.documentElement.clientWidth")
+        assert overflow <= 0, f"{path} is {overflow}px wider than a phone screen"
+    page.goto("/")
+    shot(page, "dashboard-phone")
+    page.set_viewport_size({"width": 1280, "height": 900})
+
     # --- the queue, and a delete with its confirmation ---
     page.get_by_role("link", name="Queue").click()
     expect(page.locator("#queue")).to_contain_text("the queue is empty")
