@@ -131,3 +131,8 @@ class AliasForm(FlaskForm):
                           'catch-all, "sales-*@example.org" a wildcard.')
     owner = StringField("Delivered to (account, group or list name)",
                         validators=[DataRequired(), Length(max=255)])
+
+
+class WorkersForm(FlaskForm):
+    count = IntegerField("Worker processes", validators=[DataRequired(),
+                                                         NumberRange(min=1, max=512)])

@@ -290,6 +290,20 @@ def test_dashboard_shows_status_processes_listeners_and_mail_counts(env):
     assert int(re.search(r'data-metric="connections">(\d+)<', smtp_row).group(1)) >= 1
 
 
+def test_worker_count_changed_from_the_dashboard(env):
+    client = env.client()
+    resp = post(client, "/workers", {"count": "2"}, form_page="/")
+    assert resp.status_code == 302
+    page = client.get("/").text
+    assert "2 worker processes are running" in page
+    assert page.count("<td>worker</td>") == 2
+    assert 'name="count" required type="number" value="2"' in page
+    resp = post(client, "/workers", {"count": "0"}, form_page="/")
+    assert "The number of workers was not changed" in client.get(resp.headers["Location"]).text
+    post(client, "/workers", {"count": "1"}, form_page="/")
+    assert client.get("/").text.count("<td>worker</td>") == 1
+
+
 # --- domains and DNS -------------------------------------------------------------------
 
 def test_domain_add_list_search_and_delete(env):
