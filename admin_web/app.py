@@ -75,6 +75,8 @@ def build(config: AdminConfig | None = None, **overrides: Any) -> Flask:
             "form-action 'self'; base-uri 'none'")
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "same-origin")
+        if request.is_secure:  # RFC 6797: browsers keep to HTTPS for this host
+            response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
         if request.endpoint != "static":
             response.headers.setdefault("Cache-Control", "no-store")
         return response

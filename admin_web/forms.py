@@ -28,8 +28,11 @@ class ConfirmForm(FlaskForm):
 
 
 class LoginForm(FlaskForm):
-    username = StringField("User name", validators=[DataRequired(), Length(max=255)])
-    password = PasswordField("Password", validators=[DataRequired(), Length(max=1024)])
+    username = StringField("User name", validators=[DataRequired(), Length(max=255)],
+                           render_kw={"autocomplete": "username", "autocapitalize": "none",
+                                      "spellcheck": "false"})
+    password = PasswordField("Password", validators=[DataRequired(), Length(max=1024)],
+                             render_kw={"autocomplete": "current-password"})
 
 
 class DomainForm(FlaskForm):
@@ -98,7 +101,8 @@ class MemberForm(FlaskForm):
 
 class PasswordForm(FlaskForm):
     password = PasswordField("New password", validators=[DataRequired(),
-                                                         Length(min=8, max=1024)])
+                                                         Length(min=8, max=1024)],
+                             render_kw={"autocomplete": "new-password"})
     confirm = PasswordField("Repeat it", validators=[EqualTo("password",
                                                              "the passwords differ")])
 

@@ -116,10 +116,11 @@ def edit(kind: str, name: str) -> str | Response | tuple[str, int]:
         return _page(kind, name)
     if not form.validate():
         return _page(kind, name, 400, edit_form=form)
-    update = pb.UpdatePrincipalRequest(
-        name=name, description=form.description.data or "",
-        quota_bytes=(form.quota_mb.data or 0) * MIB,
-        quota_messages=form.quota_messages.data or 0, disabled=bool(form.disabled.data))
+    update = pb.UpdatePrincipalRequest(name=name, description=form.description.data or "",
+                                       disabled=bool(form.disabled.data))
+    if _kind(kind)[0] == "individual":  # quotas are an account's (no field for the others)
+        update.quota_bytes = (form.quota_mb.data or 0) * MIB
+        update.quota_messages = form.quota_messages.data or 0
     update.roles.values.extend(form.role_list())
     new_name = form.new_name.data.strip()
     try:

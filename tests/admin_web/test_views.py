@@ -114,6 +114,7 @@ def test_login_sets_a_secure_session_and_returns_to_the_page_asked(env):
         "csrf_token": csrf_of(page.text), "username": ADMIN, "password": ADMIN_PW},
         headers={"Referer": "https://admin.test/login"})  # checked on HTTPS (CSRF)
     assert "; Secure" in resp.headers["Set-Cookie"]
+    assert resp.headers["Strict-Transport-Security"] == "max-age=31536000"
 
 
 def test_login_refuses_a_wrong_password_with_the_servers_reason(env):
@@ -471,9 +472,13 @@ def test_groups_and_lists_with_members(env):
     resp = post(client, "/groups/team/members/remove", {"member": USER},
                 form_page="/groups/team")
     assert resp.status_code == 302
+    resp = post(client, "/groups/team", {"new_name": "team", "description": "The team",
+                                         "roles": ""})
+    assert resp.status_code == 302
     with env.plane() as plane:
         team = plane.principals.GetPrincipal(principals_pb2.GetPrincipalRequest(name="team"))
     assert list(team.members) == [ADMIN] and team.type == "group"
+    assert team.description == "The team"
     resp = post(client, "/lists/", {"name": "news", "emails": f"news@{DOMAIN}",
                                     "members": f"{USER}@{DOMAIN}\nsomeone@far.test"})
     assert resp.status_code == 302
