@@ -16,7 +16,7 @@ import grpc
 from google.protobuf import json_format
 from google.protobuf.message import Message
 
-from stalwart_mp.control.client import ControlStub, connect
+from stalwart_mp.control.client import ClientTls, ControlStub, connect
 from stalwart_mp.control.gen.stalwart_mp.v1 import server_pb2
 from stalwart_mp.control.token import TokenError, read_control_token
 
@@ -27,6 +27,7 @@ ENV_USER = "STALWART_MP_USER"
 ENV_PASSWORD = "STALWART_MP_PASSWORD"
 ENV_TOKEN_FILE = "STALWART_MP_TOKEN_FILE"
 ENV_CLIENT_CONFIG = "STALWART_MP_ADMIN_CONFIG"
+ENV_TLS_CA = "STALWART_MP_TLS_CA"
 CLIENT_CONFIG = Path("~/.config/stalwart-mp/admin.toml")
 
 EXIT_OK = 0
@@ -108,6 +109,18 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"file holding the control token: control.token in the server's run directory "
         f"(default: ${ENV_TOKEN_FILE} or the client config)",
     )
+    parser.add_argument("--tls-ca", metavar="PATH", type=Path,
+                        help=f"connect over TLS, trusting the CA certificates in PATH (the "
+                        f"server sets control.tls.*; default: ${ENV_TLS_CA} or the client "
+                        "config's tls-ca)")
+    parser.add_argument("--tls-cert", metavar="PATH", type=Path,
+                        help="this client's certificate, when the server asks for one "
+                        "(control.tls.client-ca)")
+    parser.add_argument("--tls-key", metavar="PATH", type=Path,
+                        help="the private key of --tls-cert")
+    parser.add_argument("--tls-server-name", metavar="NAME",
+                        help="the name to verify in the server's certificate when --server "
+                        "is an address it does not name")
     parser.add_argument(
         "--client-config", metavar="PATH", type=Path,
         help=f"client config file (default: ${ENV_CLIENT_CONFIG} or {CLIENT_CONFIG})",
@@ -197,7 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         connection = resolve_connection(args, os.environ)
         args.control = connection["server"]
         with connect(args.control, connection.get("token"), user=connection.get("user"),
-                     password=connection.get("password")) as stub:
+                     password=connection.get("password"), tls=connection.get("tls")) as stub:
             return args.run(stub, args)
     except CliError as exc:
         print(f"stalwart-mp-admin: {exc}", file=sys.stderr)
@@ -210,6 +223,42 @@ def resolve_connection(args: argparse.Namespace, env: Mapping[str, str]) -> dict
     file = _client_config(args.client_config or env.get(ENV_CLIENT_CONFIG) or None)
     server = (args.control or env.get(ENV_SERVER) or env.get(ENV_CONTROL)
               or file.get("server") or DEFAULT_CONTROL)
+    tls = _client_tls(args, env, file)
+    found = _credentials(args, env, file, server)
+    if tls is not None:
+        found["tls"] = tls
+    return found
+
+
+def _client_tls(args: argparse.Namespace, env: Mapping[str, str],
+                file: dict[str, Any]) -> ClientTls | None:
+    """TLS options: --tls-* options, else the environment (CA), else the client config."""
+    def pick(option: Path | str | None, key: str, env_name: str | None = None) -> Any:
+        return option or (env.get(env_name) if env_name else None) or file.get(key) or None
+
+    ca = pick(args.tls_ca, "tls-ca", ENV_TLS_CA)
+    cert = pick(args.tls_cert, "tls-cert")
+    key = pick(args.tls_key, "tls-key")
+    name = pick(args.tls_server_name, "tls-server-name")
+    if not (ca or cert or key or name):
+        return None
+    if bool(cert) != bool(key):
+        raise CliError("--tls-cert and --tls-key go together", EXIT_USAGE)
+
+    def read(path: Any, what: str) -> bytes | None:
+        if not path:
+            return None
+        try:
+            return Path(str(path)).expanduser().read_bytes()
+        except OSError as exc:
+            raise CliError(f"cannot read the {what} {path}: {exc}", EXIT_USAGE) from None
+
+    return ClientTls(read(ca, "CA file"), read(cert, "client certificate"),
+                     read(key, "client key"), str(name) if name else None)
+
+
+def _credentials(args: argparse.Namespace, env: Mapping[str, str], file: dict[str, Any],
+                 server: str) -> dict[str, Any]:
     # credentials: the first source that names some, in the order options, environment, file
     user: str | None = None
     token_file: Path | None = None
@@ -244,7 +293,8 @@ def _client_config(path: str | Path | None) -> dict[str, Any]:
         return {}
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise CliError(f"cannot read the client config {path}: {exc}", EXIT_USAGE) from None
-    unknown = set(data) - {"server", "user", "password", "token-file"}
+    unknown = set(data) - {"server", "user", "password", "token-file", "tls-ca", "tls-cert",
+                           "tls-key", "tls-server-name"}
     if unknown:
         raise CliError(f"client config {path}: unknown key(s) {', '.join(sorted(unknown))} "
                        "(expected server, user, password, token-file)", EXIT_USAGE)
@@ -326,9 +376,7 @@ def _explain(exc: grpc.RpcError, address: str) -> CliError:
     if code == grpc.StatusCode.UNAVAILABLE and _is_connect_failure(details):
         return CliError(
             f"cannot reach the control plane at {address}: {_connect_reason(details)} — "
-            "is `stalwart-mp serve` running, and is control.bind this address?",
-            EXIT_UNREACHABLE,
-        )
+            + _connect_hint(details), EXIT_UNREACHABLE)
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return CliError(f"the control plane at {address} did not answer in time: {details}",
                         EXIT_UNREACHABLE)
@@ -345,6 +393,20 @@ def _is_connect_failure(details: str) -> bool:
     text = details.lower()
     return any(s in text for s in ("failed to connect", "connection refused", "connect failed",
                                    "no such file", "name resolution", "dns resolution"))
+
+
+def _connect_hint(details: str) -> str:
+    text = details.lower()
+    if "hostname verification" in text:
+        return ("the certificate does not name that host: give the name it holds with "
+                "--tls-server-name")
+    if "certificate" in text or "handshake" in text or "ssl" in text:
+        return "the TLS handshake failed: check --tls-ca, --tls-cert and --tls-key"
+    if "socket closed" in text:
+        return ("the server closed the connection: if it serves TLS (control.tls.*), "
+                "connect with --tls-ca (and --tls-cert/--tls-key if it asks for a client "
+                "certificate)")
+    return "is `stalwart-mp serve` running, and is control.bind this address?"
 
 
 def _connect_reason(details: str) -> str:

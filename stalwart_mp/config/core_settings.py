@@ -195,6 +195,25 @@ SCHEMA.add(
         "loopback or a unix socket: it administers the server.",
     ),
     Setting(
+        "control.tls.certificate",
+        Str(),
+        "",
+        "PEM certificate chain (leaf first) of the control plane. With it and "
+        "control.tls.private-key, gRPC is served over TLS, for administration from other "
+        "hosts (clients: stalwart-mp-admin --tls-ca). Empty: plain text, for loopback or a "
+        "unix socket only.",
+    ),
+    Setting("control.tls.private-key", Str(), "",
+            "PEM private key of control.tls.certificate."),
+    Setting(
+        "control.tls.client-ca",
+        Str(),
+        "",
+        "PEM file of CA certificates: when set, every client must also present a "
+        "certificate issued by one of them (mutual TLS; stalwart-mp-admin --tls-cert/"
+        "--tls-key), on top of the token or an administrator's password.",
+    ),
+    Setting(
         "admin.enabled",
         Bool(),
         False,
@@ -278,6 +297,19 @@ def _protocols_available(cfg) -> Iterator[ConfigError]:
                 proto,
                 True,
             )
+
+
+@SCHEMA.check
+def _control_tls(cfg) -> Iterator[ConfigError]:
+    """The control plane's TLS: certificate and key together; client CAs need both."""
+    cert, key = cfg.get("control.tls.certificate"), cfg.get("control.tls.private-key")
+    if bool(cert) != bool(key):
+        missing = "control.tls.private-key" if cert else "control.tls.certificate"
+        yield ConfigError(missing, "set control.tls.certificate and control.tls.private-key "
+                          "together")
+    if cfg.get("control.tls.client-ca") and not cert:
+        yield ConfigError("control.tls.client-ca", "client certificates need TLS: set "
+                          "control.tls.certificate and control.tls.private-key too")
 
 
 @SCHEMA.check

@@ -2,12 +2,15 @@
 
 The token travels as ``authorization: Bearer <token>`` metadata on every call, or an
 administrator's credentials as ``authorization: Basic base64(user:password)`` (RFC 7617).
-The channel is plain-text: keep the control plane on loopback or a unix socket (the default).
+The channel is plain text (loopback or a unix socket, the default), or TLS with
+:class:`ClientTls` when the server sets ``control.tls.*`` (with a client certificate when it
+asks for one).
 """
 from __future__ import annotations
 
 import base64
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Self
 
 import grpc
@@ -58,8 +61,20 @@ def basic_credentials(user: str, password: str) -> str:
     return base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
 
 
+@dataclass(frozen=True, slots=True)
+class ClientTls:
+    """TLS towards a control plane with ``control.tls.*`` set: the CA that issued its
+    certificate (None: the system's), this client's certificate and key for mutual TLS,
+    and the name to verify when ``bind`` is an address the certificate does not name."""
+
+    ca: bytes | None = None
+    certificate: bytes | None = None
+    private_key: bytes | None = None
+    server_name: str | None = None
+
+
 def connect(bind: str, token: str | None = None, *, user: str | None = None,
-            password: str | None = None) -> ControlStub:
+            password: str | None = None, tls: ClientTls | None = None) -> ControlStub:
     """An authenticated Server stub for the control plane at ``bind``, with the control
     ``token`` or an administrator's ``user`` and ``password``.
 
@@ -73,5 +88,12 @@ def connect(bind: str, token: str | None = None, *, user: str | None = None,
         auth = _BearerToken(token)
     else:
         raise ValueError("connect() needs a token or a user and password")
-    channel = grpc.intercept_channel(grpc.insecure_channel(bind), auth)
-    return ControlStub(channel)
+    if tls is None:
+        channel = grpc.insecure_channel(bind)
+    else:
+        options = ([("grpc.ssl_target_name_override", tls.server_name)]
+                   if tls.server_name else [])
+        channel = grpc.secure_channel(bind, grpc.ssl_channel_credentials(
+            root_certificates=tls.ca, private_key=tls.private_key,
+            certificate_chain=tls.certificate), options=options)
+    return ControlStub(grpc.intercept_channel(channel, auth))

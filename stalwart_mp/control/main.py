@@ -23,7 +23,7 @@ from typing import Any
 
 from stalwart_mp.control.config_service import sync_overlay
 from stalwart_mp.control.principals_service import DirectoryBackend
-from stalwart_mp.control.service import BindError, build_server
+from stalwart_mp.control.service import BindError, build_server, tls_credentials
 from stalwart_mp.control.token import TokenError, ensure_control_token
 from stalwart_mp.master.children import BOOT_ERROR
 
@@ -51,7 +51,8 @@ def run_control(cfg: Any, run_dir: Path, master_pid: int, bind: str,
     try:
         token = ensure_control_token(run_dir)
         server, port = build_server(run_dir, master_pid, bind, token, directory=directory,
-                                    config_path=config_path)
+                                    config_path=config_path,
+                                    credentials=tls_credentials(cfg) if cfg else None)
     except (TokenError, BindError) as exc:
         raise ControlBootError(str(exc)) from None
     if directory is not None:

@@ -195,6 +195,24 @@ class ServerServicer(server_pb2_grpc.ServerServicer):
             return None  # between master restarts or mid-replace on odd filesystems: retry
 
 
+def tls_credentials(cfg) -> grpc.ServerCredentials | None:
+    """The control plane's TLS from ``control.tls.*`` (None: plain text). Raises BindError
+    naming the key of a file that cannot be read."""
+    if not cfg.get("control.tls.certificate"):
+        return None
+    pem = {}
+    for key in ("control.tls.certificate", "control.tls.private-key", "control.tls.client-ca"):
+        if cfg.get(key):
+            try:
+                pem[key] = cfg.path(key).read_bytes()
+            except OSError as exc:
+                raise BindError(f"{key} = {cfg.get(key)!r}: cannot read it: {exc}") from None
+    client_ca = pem.get("control.tls.client-ca")
+    return grpc.ssl_server_credentials(
+        [(pem["control.tls.private-key"], pem["control.tls.certificate"])],
+        root_certificates=client_ca, require_client_auth=client_ca is not None)
+
+
 def build_server(
     run_dir: Path,
     master_pid: int,
@@ -205,6 +223,7 @@ def build_server(
     bind_wait: float = BIND_WAIT,
     directory: DirectoryBackend | None = None,
     config_path: Path | None = None,
+    credentials: grpc.ServerCredentials | None = None,
 ) -> tuple[grpc.Server, int]:
     """A grpc.Server (not started yet) listening on ``bind``; returns it and the bound port.
 
@@ -213,7 +232,8 @@ def build_server(
     starts the new control child before the old one has closed its socket. Raises BindError
     if the address cannot be used. ``directory`` serves the Principals service (None: its
     calls are UNAVAILABLE, for a control plane run without a configuration) and checks
-    admins' Basic credentials; ``config_path`` is the file the Config service reads.
+    admins' Basic credentials; ``config_path`` is the file the Config service reads;
+    ``credentials`` (``tls_credentials``): serve over TLS instead of plain text.
     """
     deadline = time.monotonic() + bind_wait
     while True:
@@ -239,7 +259,8 @@ def build_server(
         dns_pb2_grpc.add_DnsServicer_to_server(DnsServicer(directory), server)
         queue_pb2_grpc.add_QueueServicer_to_server(QueueServicer(directory), server)
         try:
-            port = server.add_insecure_port(bind)
+            port = (server.add_secure_port(bind, credentials) if credentials is not None
+                    else server.add_insecure_port(bind))
             if port or bind.startswith("unix:"):
                 return server, port
             problem = "address in use?"
