@@ -7,6 +7,7 @@ show, retry and cancel.
 from __future__ import annotations
 
 import json
+import os
 import smtplib
 import ssl
 import subprocess
@@ -195,3 +196,14 @@ def test_set_workers_up_and_down(env):
     assert after.workers_wanted == 1
     assert len([p for p in after.processes if p.kind == "worker"]) == 1
     assert "server.workers" in env.server.logs(), "audit-logged"
+
+
+def test_scripts_admin_uses_the_dev_servers_token(env):
+    """scripts/admin (stalwart-mp-admin from the checkout) finds <dir>/run/control.token."""
+    top = BIN.parent.parent
+    done = subprocess.run([str(top / "scripts" / "admin"), "--server", env.bind, "queue",
+                           "list", "--json"], check=False, capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "STALWART_MP_DIR":
+                                            str(env.server.folder)})
+    assert done.returncode == 0, done.stderr
+    assert [m["id"] for m in json.loads(done.stdout)] == _ids(env)
