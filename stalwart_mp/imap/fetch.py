@@ -7,6 +7,7 @@ EMAILID/THREADID (RFC 8474), SAVEDATE (RFC 8514).
 from __future__ import annotations
 
 import asyncio
+import operator
 
 import msgpack
 
@@ -74,6 +75,7 @@ async def fetch_messages(session, sel, targets: list[tuple[int, int, int]],
     need_meta = any(_needs_meta(i) for i in items)
     need_blob = any(_needs_blob(i) for i in items)
     sets_seen = mark_seen and any(_sets_seen(i) for i in items)
+    simple = _simple_renderer(items)
     for start in range(0, len(targets), _CHUNK):
         chunk = targets[start:start + _CHUNK]
         eids = [e for _, _, e in chunk]
@@ -103,12 +105,61 @@ async def fetch_messages(session, sel, targets: list[tuple[int, int, int]],
                 seen_now = set(fresh)
                 for eid, e in fresh.items():
                     sel.own[eid] = e.modseq
+        if simple is not None and not seen_now:
+            session.out(b"".join(simple(seq, uid, email) for (seq, uid, _), email in keep))
+            await session.flush()
+            continue
         for ((seq, uid, _), email), meta, raw in zip(keep, metas, blobs, strict=True):
             values = _render(session, sel, uid, email, meta, raw, items)
             if email.id in seen_now and not any(i.name == "FLAGS" for i in items):
                 values.append(("FLAGS", fl.flags_wire(email.keywords)))  # RFC 9051 §6.4.5
             session.out(w.fetch(seq, values, session.utf8))
         await session.flush()
+
+
+_FAST_FORMATS = {"UID": b"UID %d", "FLAGS": b"FLAGS %s", "RFC822.SIZE": b"RFC822.SIZE %d",
+                 "MODSEQ": b"MODSEQ (%d)"}
+_FAST_INDEX = {"UID": 0, "FLAGS": 1, "RFC822.SIZE": 2, "MODSEQ": 3}
+
+
+def _simple_renderer(items: list[c.FetchAtt]):
+    """For FETCHes of email-record items only (the FLAGS UID RFC822.SIZE of a client's
+    resync), a function writing a whole response line with no generic encoding; else None."""
+    from stalwart_mp.imap.selected import internal_date
+
+    names = [i.name for i in items]
+    if names and set(names) <= set(_FAST_FORMATS):
+        # one %-template and an itemgetter: no per-item call for the common resync FETCH
+        template = b"* %d FETCH (" + b" ".join(_FAST_FORMATS[n] for n in names) + b")\r\n"
+        pick = operator.itemgetter(*(_FAST_INDEX[n] for n in names))
+        single = len(names) == 1
+        flags_wire = fl.flags_wire
+
+        def render_fast(seq: int, uid: int, email) -> bytes:
+            values = pick((uid, flags_wire(email.keywords), email.size, email.modseq))
+            return template % ((seq, values) if single else (seq, *values))
+
+        return render_fast
+    parts = []
+    for item in items:
+        if item.name == "UID":
+            parts.append(lambda uid, e: b"UID %d" % uid)
+        elif item.name == "FLAGS":
+            parts.append(lambda uid, e: b"FLAGS " + fl.flags_wire(e.keywords))
+        elif item.name == "RFC822.SIZE":
+            parts.append(lambda uid, e: b"RFC822.SIZE %d" % e.size)
+        elif item.name == "MODSEQ":
+            parts.append(lambda uid, e: b"MODSEQ (%d)" % e.modseq)
+        elif item.name == "INTERNALDATE":
+            parts.append(lambda uid, e: b'INTERNALDATE "' +
+                         internal_date(e.received_at).encode() + b'"')
+        else:
+            return None
+
+    def render(seq: int, uid: int, email) -> bytes:
+        return b"* %d FETCH (" % seq + b" ".join(p(uid, email) for p in parts) + b")\r\n"
+
+    return render
 
 
 async def _read_blobs(session, blob_ids: list[str]) -> list[bytes | None]:

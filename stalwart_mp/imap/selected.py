@@ -192,6 +192,7 @@ def _require_writable(session) -> None:
 async def cmd_select(session, cmd: c.Select):
     mail = session.services.mail
     previous = session.selected
+    session.saved_uids = []  # RFC 5182 §2.1: SELECT/EXAMINE reset the saved result
     if session.selected is not None:
         session.selected = None
         session.state = State.AUTHENTICATED
@@ -220,18 +221,28 @@ async def cmd_select(session, cmd: c.Select):
             for ch in changes:
                 for eid in (*ch.emails_updated, *ch.emails_destroyed):
                     carried.pop(eid, None)
-    index = await mail.uid_index(acct, box.id)
+    index = None
+    if carried is not None and not previous.pending:
+        # membership unchanged since the old view (no new UID, same count; the record is
+        # read after the state, so a later change is caught by the next sync): reuse it
+        fresh = await mail.mailbox(acct, box.id)
+        if fresh is not None and fresh.uidnext == previous.uidnext and \
+                fresh.total == len(previous.uids):
+            index = list(zip(previous.uids, previous.eids, strict=True))
+            box = fresh
+    if index is None:
+        index = await mail.uid_index(acct, box.id)
     writable = cmd.name == "SELECT" and any(target.may(r) for r in "swite")
     sel = Selected(box, not writable, index, state.modseq, acct, target.rights, target.path)
-    if carried:
-        sel.cache = {e: rec for e, rec in carried.items() if e in sel.uid_of}
     out = session.out
     out(w.untagged("FLAGS (" + " ".join(fl.FLAGS) + ")"))
     out(w.untagged(f"{len(sel)} EXISTS"))
+    if carried:
+        sel.cache = {e: rec for e, rec in carried.items() if e in sel.uid_of}
     if not session.rev2:
         out(w.untagged("0 RECENT"))
         if box.unseen:
-            emails = await mail.emails(acct, sel.eids)
+            emails = await sel.emails(session, sel.eids)
             first = next((i + 1 for i, e in enumerate(emails) if e is not None and not e.seen),
                          None)
             if first:
