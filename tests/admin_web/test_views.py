@@ -305,6 +305,23 @@ def test_worker_count_changed_from_the_dashboard(env):
     assert client.get("/").text.count("<td>worker</td>") == 1
 
 
+def test_dashboard_without_a_metrics_endpoint_still_shows_the_status_figures(env, tmp_path):
+    config = AdminConfig(control=env.server.control_bind,
+                         token_file=env.server.run_dir / "control.token",
+                         secret_key_file=tmp_path / "secret", metrics_url="")
+    client = create_app(config).test_client()
+    page = client.get("/login")
+    client.post("/login", data={"csrf_token": csrf_of(page.text), "username": ADMIN,
+                                "password": ADMIN_PW})
+    page = client.get("/").text
+    assert _metric(page, "received") >= 0 and 'id="queue-size"' in page
+    smtp_row = page.split('data-listener="smtp"', 1)[1].split("</tr>", 1)[0]
+    assert smtp_row.rstrip().endswith('<td class="num">—</td>')  # refused: unknown
+    with_metrics = env.client().get("/").text
+    smtp_row = with_metrics.split('data-listener="smtp"', 1)[1].split("</tr>", 1)[0]
+    assert smtp_row.rstrip().endswith('<td class="num">0</td>')
+
+
 # --- domains and DNS -------------------------------------------------------------------
 
 def test_domain_add_list_search_and_delete(env):
