@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.cookiejar
 import os
+import re
 import signal
 import subprocess
 import urllib.parse
@@ -107,7 +108,10 @@ def test_standalone_gunicorn_configured_by_the_environment(server, tmp_path):
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(20) == 0
         log.close()
-    assert "Booting worker" in (tmp_path / "gunicorn.log").read_text()
+    text = (tmp_path / "gunicorn.log").read_text()
+    assert "Booting worker" in text
+    # the app's own events, as structured lines like the server's
+    assert re.search(r'proc=admin .*msg="admin login" user=root', text), text
 
 
 def _answers(url: str) -> bool:

@@ -324,8 +324,9 @@ def test_dashboard_without_a_metrics_endpoint_still_shows_the_status_figures(env
 
 # --- domains and DNS -------------------------------------------------------------------
 
-def test_domain_add_list_search_and_delete(env):
+def test_domain_add_list_search_and_delete(env, caplog):
     client = env.client()
+    caplog.set_level("INFO", logger="stalwart_mp.admin")
     resp = post(client, "/domains/", {"name": "Added.Test.", "description": "for the test"})
     assert resp.status_code == 302 and resp.headers["Location"] == "/domains/added.test/dns"
     listing = client.get("/domains/?q=added").text
@@ -345,6 +346,10 @@ def test_domain_add_list_search_and_delete(env):
         names = [d.name for d in plane.domains.ListDomains(
             domains_pb2.ListDomainsRequest()).domains]
     assert "added.test" not in names
+    # each change is logged with the administrator who made it
+    changes = [r.fields for r in caplog.records if r.getMessage() == "admin web change"]
+    assert {"user": ADMIN, "action": "domains.delete", "path": "/domains/added.test/delete",
+            "status": 302}.items() <= changes[-1].items()
 
 
 def test_a_domain_in_use_is_not_deleted_and_the_reason_is_shown(env):
