@@ -29,7 +29,9 @@ def _safe_next(target: str | None) -> str:
     if not target:
         return url_for("dashboard.index")
     parts = urlsplit(target)
-    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
+    # browsers read "/\\host" as "//host": no backslash either
+    if (parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//")
+            or "\\" in target):
         return url_for("dashboard.index")
     return target
 

@@ -160,10 +160,12 @@ def test_login_failures_count_toward_the_servers_ban(env, tmp_path):
         dns.stop()
 
 
-def test_next_never_leaves_the_site(env):
+@pytest.mark.parametrize("target", ["//evil.example/x", "/\\evil.example", "https://evil.example/",
+                                    "javascript:alert(1)"])
+def test_next_never_leaves_the_site(env, target):
     client = env.app.test_client()
     page = client.get("/login")
-    resp = client.post("/login?next=//evil.example/x", data={
+    resp = client.post("/login", query_string={"next": target}, data={
         "csrf_token": csrf_of(page.text), "username": ADMIN, "password": ADMIN_PW})
     assert resp.headers["Location"] == "/"
 
