@@ -123,7 +123,8 @@ class SetupForm(FlaskForm):
                          description="Addresses will be user@this-domain.")
     password = PasswordField("New password for your administrator account",
                              validators=[Optional(), Length(min=8, max=1024)],
-                             description="Leave empty to keep the current one.")
+                             description="Leave empty to keep the current one.",
+                             render_kw={"autocomplete": "new-password"})
     confirm = PasswordField("Repeat it", validators=[EqualTo("password",
                                                              "the passwords differ")])
 
