@@ -162,6 +162,7 @@ class Transport:
                        {r.address: r.orcpt for r in rcpts},
                        message.ret, message.envid, message.requiretls)
         last = "no host could be reached"
+        tls_refused = False   # the last host failed on TLS (REQUIRETLS: no way to deliver)
         routed = self.router.routed(domain)
         async with self._semaphore(domain):
             for hop in hops:
@@ -197,6 +198,7 @@ class Transport:
                         return out
                     except SmtpError as exc:
                         last = str(exc)
+                        tls_refused = exc.tls_failure is not None
                         log.info("host failed", extra={"fields": {
                             "queue_id": message.id, "host": hop.host, "ip": ip,
                             "error": last}})
@@ -211,6 +213,10 @@ class Transport:
                                     body)
                             except SmtpError as again:
                                 last = str(again)
+        if env.requiretls and tls_refused:
+            # RFC 8689 §4.2.1: no verified TLS to the next hop: return the message
+            return every(Outcome(550, f"5.7.30 REQUIRETLS not possible: {last}",
+                                 hops[-1].host if hops else ""))
         if policy is not None and policy.mode == "enforce":
             last = f"MTA-STS policy of {domain} not met: {last}"
         return every(Outcome(451, f"4.4.1 {last}", hops[-1].host if hops else ""))
@@ -246,7 +252,9 @@ class Transport:
 
     async def _deliver_hop(self, hop: Hop, ip: str, env: Envelope, body: bytes
                            ) -> dict[str, Outcome]:
-        key = (ip, hop.port, hop.tls, hop.username, hop.dane)
+        # a connection serves the next message only for the same host name and the same
+        # TLS demands (a certificate checked for one MX name says nothing of another)
+        key = (hop.host, ip, hop.port, hop.tls, hop.username, hop.dane, env.requiretls)
         client = self.pool.take(key)
         if client is not None:
             try:

@@ -37,12 +37,14 @@ class Received:
 class Sink:
     def __init__(self, host: str = "127.0.0.1", dsn: bool = False, tls: bool = False,
                  implicit: bool = False, auth: tuple[str, str] | None = None,
-                 name: str = "sink.remote.test", context: ssl.SSLContext | None = None):
+                 name: str = "sink.remote.test", context: ssl.SSLContext | None = None,
+                 extensions: tuple[str, ...] = ()):
         self.host = host
         self.dsn = dsn
         self.auth = auth
         self.name = name
         self.implicit = implicit
+        self.extensions = extensions   # more EHLO keywords (e.g. "REQUIRETLS")
         self.context, self.cert_file = _context(name) if tls or implicit else (None, "")
         if context is not None:  # a certificate chosen by the test (e.g. from its own CA)
             self.context = context
@@ -108,6 +110,7 @@ class Sink:
                         ext.append("STARTTLS")
                     if self.auth and user is None:
                         ext.append("AUTH PLAIN LOGIN")
+                    ext += list(self.extensions)
                     lines = [self.name, *ext]
                     for i, text in enumerate(lines):
                         send(f"250{'-' if i < len(lines) - 1 else ' '}{text}")

@@ -2,6 +2,8 @@
 with STARTTLS or implicit TLS and AUTH, per-domain routes, DSN parameters passed on."""
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from stalwart_mp.smtp.queue import manage
@@ -118,5 +120,63 @@ async def test_per_domain_route_and_dsn_parameters_passed_on(tmp_path, zone, sin
         [dsn] = await env.inbox()
         assert b"Final-Recipient: rfc822; a@remote.test" in dsn
         assert b"b@partner.test" not in dsn
+    finally:
+        await env.close()
+
+
+async def test_requiretls_needs_verified_tls_and_the_extension(tmp_path, zone, sinks):
+    from stalwart_mp.smtp.queue.store import QueuedMessage, QueuedRecipient, enqueue
+    from tests.smtp.outbound.pki import LocalCA
+    from tests.smtp.outbound.test_runner import MESSAGE
+
+    ca = LocalCA()
+    zone[1]["secure.test"] = {"MX": [(10, "mx.secure.test")]}
+    zone[1]["mx.secure.test"] = {"A": ["127.0.0.1"]}
+    good = sinks(tls=True, context=ca.server_context("mx.secure.test"),
+                 extensions=("REQUIRETLS",))
+    env = await _env(tmp_path, zone, good.port, **{"ca-file": ca.ca_file})
+    try:
+        await env.runner()
+
+        async def queue_requiretls(rcpt: str) -> int:
+            s = env.services
+            blob_id = await s.blobs.put(MESSAGE)
+            return await enqueue(s.data, s.blobs, QueuedMessage(
+                0, "alice@example.org", [QueuedRecipient(rcpt)], blob_id, len(MESSAGE),
+                time.time(), 0.0, requiretls=True))
+
+        # RFC 8689 §4.2.1: verified TLS and REQUIRETLS at the next hop: delivered with it
+        await queue_requiretls("bob@secure.test")
+        await until(lambda: good.count() == 1, "the REQUIRETLS delivery")
+        assert "REQUIRETLS" in good.messages[0].mail_params and good.messages[0].tls
+        # remote.test's MX (the same sink port, but named mx.remote.test: the
+        # certificate does not match) cannot be verified: the message fails, 5.7.30
+        await queue_requiretls("x@remote.test")
+        await until(lambda: env.inbox(), "the failure DSN")
+        [dsn] = await env.inbox()
+        assert b"Action: failed" in dsn and b"x@remote.test" in dsn
+        assert b"Status: 5.7.30" in dsn
+        assert good.count() == 1
+    finally:
+        await env.close()
+
+
+async def test_8bit_and_utf8_parameters(tmp_path, zone, sinks):
+    from stalwart_mp.smtp.queue.store import QueuedMessage, QueuedRecipient, enqueue
+
+    mx = sinks()
+    env = await _env(tmp_path, zone, mx.port)
+    try:
+        await env.runner()
+        s = env.services
+        body = "Subject: café\r\n\r\nTschüß\r\n".encode()
+        blob_id = await s.blobs.put(body)
+        await enqueue(s.data, s.blobs, QueuedMessage(
+            0, "alice@example.org", [QueuedRecipient("jürgen@remote.test")], blob_id,
+            len(body), time.time(), 0.0))
+        await until(lambda: mx.count() == 1, "the delivery")
+        got = mx.messages[0]
+        assert "BODY=8BITMIME" in got.mail_params and "SMTPUTF8" in got.mail_params
+        assert got.rcpts == ["jürgen@remote.test"] and got.data == body
     finally:
         await env.close()
