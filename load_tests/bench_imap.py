@@ -14,10 +14,11 @@ server's CPU-seconds per 1,000 operations (from /proc, every process of the serv
 
 With ``--peer dovecot`` a throwaway Dovecot (Maildir under a temporary directory, static
 password database, no TLS) gets the same messages and the same load in the same run, and
-the ratio stalwart-mp/dovecot is printed.
+the ratio stalwart-mp/dovecot is printed; ``--peer dovecot,pymap`` adds pymap (PyPI, its
+in-memory backend; give its executable with --pymap).
 
     .venv/bin/python load_tests/bench_imap.py [--concurrency 1,10] [--seconds 10]
-                                              [--messages 1000] [--peer dovecot]
+                                              [--messages 1000] [--peer dovecot,pymap]
     .venv/bin/python load_tests/bench_imap.py --serve-only [--imap-port 1143]   # for locust
 """
 from __future__ import annotations
@@ -213,6 +214,22 @@ service imap {{
     return srv
 
 
+def start_pymap(port: int, exe: str) -> Server:
+    """pymap (PyPI) with its in-memory backend, the benchmark's user as its demo user."""
+    if not Path(exe).exists():
+        raise SystemExit(f"pymap not found at {exe}: python3 -m venv /tmp/pymapenv && "
+                         "/tmp/pymapenv/bin/pip install pymap (or --pymap PATH)")
+    folder = Path(tempfile.mkdtemp(prefix="pymap-imap-bench-"))
+    with open(folder / "pymap.log", "ab") as log:
+        proc = subprocess.Popen([exe, "--host", "127.0.0.1", "--port", str(port), "--no-tls",
+                                 "dict", "--demo-data", "--demo-user", USER,
+                                 "--demo-password", PASSWORD], stdout=log,
+                                stderr=subprocess.STDOUT)
+    srv = Server("pymap", port, folder, proc, lambda: descendants(proc.pid))
+    wait_banner(port, proc, folder / "pymap.log")
+    return srv
+
+
 def wait_banner(port: int, proc: subprocess.Popen, log: Path, timeout: float = 30) -> None:
     import socket
 
@@ -355,7 +372,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--messages", type=int, default=1000)
     parser.add_argument("--workers", type=int, default=None, help="default: CPU count")
-    parser.add_argument("--peer", choices=["dovecot"], default=None)
+    parser.add_argument("--peer", default="",
+                        help="comma-separated peers to compare with: dovecot, pymap")
+    parser.add_argument("--pymap", default=os.environ.get("STALWART_BENCH_PYMAP",
+                                                          "/tmp/pymapenv/bin/pymap"),
+                        help="the pymap executable (a venv with `pip install pymap`)")
     parser.add_argument("--serve-only", action="store_true",
                         help="start the server with its messages and wait (for locust)")
     parser.add_argument("--imap-port", type=int, default=1143)
@@ -377,8 +398,14 @@ def main() -> None:
             srv.stop()
         return
     servers = [start_stalwart(free_port(), workers)]
-    if args.peer == "dovecot":
-        servers.append(start_dovecot(free_port()))
+    peers = [p for p in args.peer.split(",") if p]
+    for peer in peers:
+        if peer == "dovecot":
+            servers.append(start_dovecot(free_port()))
+        elif peer == "pymap":
+            servers.append(start_pymap(free_port(), args.pymap))
+        else:
+            raise SystemExit(f"unknown peer {peer!r}: expected dovecot or pymap")
     results: dict[str, dict[int, dict]] = {}
     try:
         for srv in servers:
@@ -388,10 +415,11 @@ def main() -> None:
                 r = run_case(srv, c, args.seconds, args.messages)
                 results.setdefault(srv.name, {})[c] = r
                 report(srv.name, c, r)
-            if len(servers) == 2:
-                a, b = results["stalwart-mp"][c], results["dovecot"][c]
-                print(f"    ratio stalwart-mp/dovecot at C={c}: {a['rate'] / b['rate']:.2f}x "
-                      f"ops/s, {a['cpu_per_1000'] / max(b['cpu_per_1000'], 1e-9):.2f}x "
+            a = results["stalwart-mp"][c]
+            for peer in servers[1:]:
+                b = results[peer.name][c]
+                print(f"    ratio stalwart-mp/{peer.name} at C={c}: {a['rate'] / b['rate']:.2f}x"
+                      f" ops/s, {a['cpu_per_1000'] / max(b['cpu_per_1000'], 1e-9):.2f}x "
                       "CPU per op")
     finally:
         for srv in servers:
