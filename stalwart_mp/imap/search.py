@@ -125,6 +125,8 @@ async def cmd_search(session, cmd: c.Search):
     if builder.uses_modseq and ids:
         modseq = await s.highest_modseq(services.mail, sel.acct, ids)
     opts = cmd.return_options
+    if opts is None and session.rev2 and cmd.name == "SEARCH":
+        opts = ["ALL"]  # RFC 9051 §6.4.4: IMAP4rev2 answers SEARCH with ESEARCH only
     if opts is not None and "SAVE" in opts:  # RFC 5182 §2.1
         saved = uids
         # with MIN and/or MAX as the only other options, only those are saved (§2.1)

@@ -765,3 +765,18 @@ def test_acl_shared_mailboxes_between_accounts(srv):
     assert carol.cmd(b'DELETE "%s"' % shared)[-1].startswith(b"t NO [NOPERM]")
     alice.close()
     carol.close()
+
+
+def test_imap4rev2_search_answers_with_esearch(srv):
+    conn = connect(srv)
+    name = new_box(conn, MESSAGE, MESSAGE)
+    conn.logout()
+    raw = Raw(srv.ports["imap"])
+    raw.cmd(b"LOGIN alice alice-pw")
+    raw.cmd(b"ENABLE IMAP4rev2")
+    raw.cmd(b"SELECT " + name.encode())
+    assert raw.cmd(b"SEARCH ALL", b"s1")[0] == b'* ESEARCH (TAG "s1") ALL 1:2'
+    assert raw.cmd(b"UID SEARCH 2", b"s2")[0] == b'* ESEARCH (TAG "s2") UID ALL 2'
+    assert raw.cmd(b"SEARCH DELETED", b"s3") == [b'* ESEARCH (TAG "s3")',
+                                                  b"s3 OK SEARCH completed"]
+    raw.close()
