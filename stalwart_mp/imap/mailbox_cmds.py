@@ -533,9 +533,9 @@ async def cmd_deleteacl(session, cmd: c.Acl):
 async def cmd_getacl(session, cmd: c.Acl):
     target = await _acl_target(session, cmd.mailbox)
     owner = target.owner or session.principal.name
-    items: list[object] = [owner, w.Atom(ALL_RIGHTS)]
+    items: list[object] = [w.astring(owner), w.Atom(ALL_RIGHTS)]
     for name, rights in sorted(target.box.acl.items()):
-        items += [name, w.Atom(rights)]
+        items += [w.astring(name), w.Atom(rights)]
     session.out(w.untagged(b"ACL " + w.mailbox_name(target.path, session.utf8) + b" " +
                            w.encode(items, session.utf8)[1:-1]))
     return "GETACL completed"
@@ -549,7 +549,8 @@ async def cmd_listrights(session, cmd: c.Acl):
     else:
         rights = ["", *(w.Atom(r) for r in ALL_RIGHTS)]
     session.out(w.untagged(b"LISTRIGHTS " + w.mailbox_name(target.path, session.utf8) + b" " +
-                           w.encode([cmd.identifier, *rights], session.utf8)[1:-1]))
+                           w.encode([w.astring(cmd.identifier), *rights],
+                                    session.utf8)[1:-1]))
     return "LISTRIGHTS completed"
 
 

@@ -9,6 +9,8 @@ a literal, ``list`` → parenthesized list, ``Atom`` → as is. Mailbox names go
 """
 from __future__ import annotations
 
+import re
+
 from stalwart_mp.imap.protocol import utf7
 
 _MAX_QUOTED = 1000
@@ -46,6 +48,17 @@ def string(value: str | bytes, utf8: bool = False) -> bytes:
     if isinstance(value, str) and quoted_ok(raw, utf8):
         return b'"' + raw.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
     return literal(raw)
+
+
+_ATOM_SAFE = re.compile(r"[!#$&'+-\[^-~]+\Z")  # ATOM-CHARs (no specials, no "]" "%" "*")
+
+
+def astring(value: str, utf8: bool = False) -> Raw | Atom:
+    """An astring as an atom when it can be one (``alice``), else a string (RFC 9051 §9);
+    some clients read identifiers in ACL responses only as atoms."""
+    if value and _ATOM_SAFE.match(value) and value.upper() != "NIL":
+        return Atom(value)
+    return Raw(string(value, utf8))
 
 
 def literal(raw: bytes) -> bytes:
