@@ -43,8 +43,9 @@ def tls_context() -> ssl.SSLContext:
 class Raw:
     """A line-level IMAP client for exact-bytes checks."""
 
-    def __init__(self, port: int, timeout: float = 10):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    def __init__(self, port: int, timeout: float = 10, source: str | None = None):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout,
+                                             source_address=(source, 0) if source else None)
         self.buf = b""
         self.greeting = self.line()
 

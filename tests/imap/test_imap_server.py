@@ -137,6 +137,29 @@ def test_starttls_then_login_and_implicit_tls(srv):
     conn.logout()
 
 
+def test_login_disabled_before_tls_for_remote_clients(srv):
+    """From an address that is not the loopback one the server trusts (127.0.0.2 stands in
+    for a remote client), cleartext credentials wait for TLS (RFC 9051 §6.2.3, §11.1)."""
+    import ssl
+
+    raw = Raw(srv.ports["imap"], source="127.0.0.2")
+    caps = raw.cmd(b"CAPABILITY")[0].split()
+    assert b"LOGINDISABLED" in caps and b"STARTTLS" in caps
+    assert b"AUTH=PLAIN" not in caps and b"AUTH=SCRAM-SHA-256" in caps
+    assert raw.cmd(b"LOGIN alice alice-pw")[-1].startswith(b"t NO [PRIVACYREQUIRED]")
+    assert raw.cmd(b"AUTHENTICATE PLAIN " + base64.b64encode(b"\x00alice\x00alice-pw")
+                   )[-1].startswith(b"t NO [PRIVACYREQUIRED]")
+    assert raw.cmd(b"STARTTLS")[-1] == b"t OK Begin TLS negotiation now"
+    sock = tls_context().wrap_socket(raw.sock, server_hostname="localhost")
+    sock.sendall(b"c CAPABILITY\r\nl LOGIN alice alice-pw\r\n")
+    data = b""
+    while b"l OK" not in data:
+        data += sock.recv(4096)
+    assert b"LOGINDISABLED" not in data and b"AUTH=PLAIN" in data
+    sock.close()
+    assert ssl
+
+
 def test_commands_pipelined_before_starttls_are_dropped(srv):
     raw = Raw(srv.ports["imap"])
     raw.send(b"a STARTTLS\r\nb LOGIN alice alice-pw\r\n")
