@@ -272,11 +272,12 @@ async def _qresync(session, sel: Selected, params) -> None:
         return
     present = set(sel.uids)
     if known is not None:
-        vanished = [u for u in known.resolve(sel.uidnext - 1) if u not in present]
+        vanished = w.sequence_set([u for u in known.resolve(sel.uidnext - 1)
+                                   if u not in present])
     else:
         vanished = _gaps(sel.uids, sel.uidnext)
     if vanished:
-        session.out(w.untagged("VANISHED (EARLIER) " + w.sequence_set(vanished)))
+        session.out(w.untagged("VANISHED (EARLIER) " + vanished))
     from stalwart_mp.imap.fetch import fetch_messages
 
     items = [c.FetchAtt("UID"), c.FetchAtt("FLAGS"), c.FetchAtt("MODSEQ")]
@@ -284,14 +285,18 @@ async def _qresync(session, sel: Selected, params) -> None:
     await fetch_messages(session, sel, targets, items, changed_since=modseq, mark_seen=False)
 
 
-def _gaps(uids: list[int], uidnext: int) -> list[int]:
-    out: list[int] = []
+def _gaps(uids: list[int], uidnext: int) -> str:
+    """The UIDs below UIDNEXT that are not in the mailbox, as a sequence set (ranges are
+    written, never enumerated: a gap may hold millions of UIDs)."""
+    out: list[str] = []
     prev = 0
     for u in [*uids, uidnext]:
-        if u - prev > 1 and u - prev - 1 <= 100_000:
-            out.extend(range(prev + 1, u))
+        if u - prev == 2:
+            out.append(str(prev + 1))
+        elif u - prev > 2:
+            out.append(f"{prev + 1}:{u - 1}")
         prev = u
-    return out
+    return ",".join(out)
 
 
 async def cmd_examine(session, cmd: c.Select):
