@@ -47,7 +47,7 @@ def run_control(cfg: Any, run_dir: Path, master_pid: int, bind: str,
     Raises ControlBootError if it cannot start.
     """
     run_dir = Path(run_dir)
-    directory = DirectoryBackend(cfg, run_dir) if cfg is not None else None
+    directory = DirectoryBackend(cfg, run_dir, config_path) if cfg is not None else None
     try:
         token = ensure_control_token(run_dir)
         server, port = build_server(run_dir, master_pid, bind, token, directory=directory,

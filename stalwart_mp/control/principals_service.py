@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
 from pathlib import Path
@@ -20,7 +21,7 @@ import grpc
 
 from stalwart_mp.control.auth import Caller, Verdict, audit
 from stalwart_mp.control.gen.stalwart_mp.v1 import principals_pb2, principals_pb2_grpc
-from stalwart_mp.control.status import timestamp
+from stalwart_mp.control.status import StatusUnavailable, read_status, timestamp
 from stalwart_mp.directory import dkim_keys
 from stalwart_mp.directory.base import (
     DirectoryError,
@@ -50,14 +51,40 @@ class DirectoryBackend:
     child (after fork), ``start()`` it, and ``close()`` it when the server has stopped.
     """
 
-    def __init__(self, cfg: Any, run_dir: Path):
-        self.cfg = cfg
+    def __init__(self, cfg: Any, run_dir: Path, config_path: Path | None = None):
+        self._cfg = cfg
         self.run_dir = Path(run_dir)
+        self.config_path = Path(config_path) if config_path is not None else None
+        self._cfg_at = time.time()   # the master loaded ``cfg`` before it forked us
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run, name="control-directory", daemon=True)
         self._services: Any = None
         self._events: Any = None
         self._open_lock: asyncio.Lock | None = None
+
+    @property
+    def cfg(self) -> Any:
+        """The configuration in force. After the master applies a reload that did not
+        restart this process (the stores and the control plane's own settings unchanged),
+        it is read again (the file and the stored settings), so e.g. the DNS records
+        follow a new host name or listener at once."""
+        if self.config_path is None:
+            return self._cfg
+        try:
+            loaded_at = read_status(self.run_dir)["config_loaded_at"]
+        except StatusUnavailable:
+            return self._cfg
+        if loaded_at > self._cfg_at:
+            from stalwart_mp.config.loader import ConfigInvalid
+            from stalwart_mp.config.stored import load_with_stored
+
+            try:
+                self._cfg = load_with_stored(self.config_path)
+            except (ConfigInvalid, OSError) as exc:  # the master has it; keep ours meanwhile
+                log.warning("control: cannot read the reloaded config",
+                            extra={"fields": {"error": str(exc)}})
+            self._cfg_at = time.time()
+        return self._cfg
 
     def start(self) -> None:
         self._thread.start()

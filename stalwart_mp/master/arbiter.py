@@ -362,15 +362,19 @@ class Master:
             status.write(self)
             systemd.notify_ready("reload refused: config has errors")
             return
-        # Workers always roll; the control child only when its address changed (it reads
-        # nothing else from the bootstrap config, and keeping it keeps Reload calls alive).
-        control_moved = cfg.get("control.bind") != self.cfg.get("control.bind")
+        # Workers and the queue process always roll: they run on most settings (the queue's
+        # runner hands its leased messages back on SIGTERM). The control child only when
+        # what it opened at start changed (its address, TLS, the stores, the directory):
+        # keeping it keeps Reload calls alive, and it re-reads the rest itself once the
+        # reload is applied (control/principals_service.DirectoryBackend.cfg).
+        control_moved = any(cfg.table(prefix) != self.cfg.table(prefix)
+                            for prefix in ("control", "store", "storage", "directory"))
         # the web admin restarts when its settings or the control address change
         admin_changed = control_moved or any(
             cfg.get(k) != self.cfg.get(k) for k in ("admin.enabled", "admin.bind",
                                                     "admin.workers"))
         old = [c for c in self.children.values() if not c.retiring
-               and (c.kind == "worker" or control_moved
+               and (c.kind in ("worker", "queue") or (c.kind == "control" and control_moved)
                     or (c.kind == "admin" and admin_changed))]
         self.cfg = cfg
         self.listeners = new_listeners

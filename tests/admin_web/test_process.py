@@ -181,9 +181,6 @@ def test_the_admin_child_imports_no_grpc_nor_flask_before_gunicorn_forks():
     assert out.strip() == "[]"
 
 
-@pytest.mark.xfail(strict=True, reason="the control child builds DNS records from the config "
-                   "it started with: a host name stored and reloaded (settings page, setup "
-                   "wizard) shows in the records only after the control child restarts")
 def test_dns_records_follow_a_host_name_changed_in_the_settings(server, tmp_path):
     from stalwart_mp.control.gen.stalwart_mp.v1 import principals_pb2
 

@@ -53,8 +53,13 @@ def test_killed_worker_is_replaced_within_two_seconds(server):
     assert http_get(server.http_port, "/healthz/ready")[0] == 200
 
 
+def _pids(status: dict | None, kind: str) -> set[int]:
+    return {p["pid"] for p in (status or {}).get("processes", []) if p["kind"] == kind}
+
+
 def test_hup_changes_worker_count(server):
     old = server.worker_pids()
+    before = server.status()
     server.config_path.write_text(server.config_text.replace("workers = 3", "workers = 2"))
     server.signal(signal.SIGHUP)
     server.wait_for(lambda: (server.status() or {}).get("generation") == 2
@@ -65,6 +70,12 @@ def test_hup_changes_worker_count(server):
     assert not (new & old), "the old generation was retired"
     assert {p["generation"] for p in st["processes"] if p["kind"] == "worker"} == {2}
     assert http_get(server.http_port, "/healthz/live")[0] == 200
+    # the queue process rolls too (it runs on the settings); the control plane stays (it
+    # re-reads the config itself) so that Reload calls in progress are answered
+    server.wait_for(lambda: _pids(server.status(), "queue")
+                    and not _pids(server.status(), "queue") & _pids(before, "queue"),
+                    "a new queue process")
+    assert _pids(server.status(), "control") == _pids(before, "control")
 
 
 def test_hup_with_broken_config_keeps_serving(server):
