@@ -820,3 +820,21 @@ def test_binary_literal8_for_content_with_nul(srv):
     assert data.startswith(b"* 1 FETCH (BINARY[2] ~{5}\r\n\x00\x01\x02\x03\x04 "
                            b"BINARY[1] {11}\r\nFirst part.)\r\n")
     raw.close()
+
+
+def test_graceful_stop_says_bye(tmp_path):
+    """On SIGTERM the worker lets the running command finish, then every session gets
+    ``* BYE [UNAVAILABLE]`` (RFC 9051 §7.1.5) before the connection closes."""
+    import signal
+
+    server = imap_server(tmp_path, workers=1)
+    try:
+        raw = Raw(server.ports["imap"])
+        raw.cmd(b"LOGIN alice alice-pw")
+        raw.cmd(b"SELECT INBOX")
+        server.signal(signal.SIGTERM)
+        raw.sock.settimeout(15)
+        assert raw.line() == b"* BYE [UNAVAILABLE] Server shutting down"
+        assert raw.closed()
+    finally:
+        server.stop()
