@@ -258,6 +258,8 @@ def cmd_init(args) -> int:
     else:
         print("The administrator account 'admin' already exists: its password is unchanged.")
     print(f"Start the server with: stalwart-mp serve --config {config_path}")
+    if cfg.get("admin.enabled"):
+        print(f"Web admin (once started): http://{cfg.get('admin.bind')}/ — sign in as admin")
     return 0
 
 

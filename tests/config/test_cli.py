@@ -62,7 +62,8 @@ def test_init_standard_ports_and_password_from_environment(tmp_path):
     assert "Administrator password" not in res.stdout
     data = tomllib.loads((tmp_path / "config.toml").read_text())
     assert data["server"]["listener"]["https"]["bind"] == ["0.0.0.0:443"]
-    assert data["admin"]["bind"] == "127.0.0.1:8080"
+    assert data["admin"] == {"enabled": True, "bind": "127.0.0.1:8080"}
+    assert "Web admin (once started): http://127.0.0.1:8080/" in res.stdout
     assert verify_password(_admin(tmp_path / "config.toml").secrets[0], "correct horse battery")
 
 
