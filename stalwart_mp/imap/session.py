@@ -209,6 +209,12 @@ class ImapSession(asyncio.Protocol):
                 self._input.clear()
                 return
             if isinstance(event, rd.Continue):
+                if event.append and self.principal is not None and \
+                        await self._over_quota(event.size):
+                    tag = self.reader.abandon()
+                    self._write(w.tagged(tag, "NO", "Message would exceed the mailbox quota",
+                                         "OVERQUOTA"))
+                    continue
                 self._write(w.continuation("Ready for literal data"))
                 continue
             if isinstance(event, rd.TooBig):
@@ -245,6 +251,21 @@ class ImapSession(asyncio.Protocol):
             if self.state == State.LOGOUT:
                 self._close()
                 return
+
+    async def _over_quota(self, size: int) -> bool:
+        """An APPEND to one's own mailboxes that cannot fit in the account's quota is refused
+        before its literal is read (RFC 9208 §4.1: NO [OVERQUOTA])."""
+        from stalwart_mp.imap.access import is_shared_name
+        from stalwart_mp.imap.protocol.parser import append_target
+
+        quota = self.principal.quota_bytes
+        if not quota:
+            return False
+        mailbox = append_target(self.reader.first_line(), self.utf8)
+        if mailbox is None or is_shared_name(mailbox):
+            return False
+        state = await self.services.mail.state(self.acct)
+        return state is not None and state.used_bytes + size > quota
 
     def _count_bad(self) -> bool:
         self.bad += 1

@@ -420,6 +420,9 @@ def test_multiappend_and_quota(srv):
              b"\r\n")
     assert raw.line().startswith(b"t NO [OVERQUOTA]")
     assert raw.cmd(b"STATUS INBOX (MESSAGES)")[0] == b'* STATUS "INBOX" (MESSAGES 0)'
+    # a message that cannot fit is refused before its literal is read: no continuation
+    raw.send(b"s APPEND INBOX {400}\r\n")
+    assert raw.line() == b"s NO [OVERQUOTA] Message would exceed the mailbox quota"
     lines = raw.cmd(b"GETQUOTAROOT INBOX")
     assert lines[:2] == [b'* QUOTAROOT "INBOX" ""', b'* QUOTA "" (STORAGE 0 0)']
     assert raw.cmd(b'SETQUOTA "" (STORAGE 1)')[-1].startswith(b"t NO [NOPERM]")

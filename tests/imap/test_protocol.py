@@ -26,7 +26,7 @@ def read_all(data: bytes, bytewise: bool = False, **kw) -> list:
 def test_reader_sync_literal_asks_for_continuation(bytewise):
     data = b"A003 APPEND saved-messages (\\Seen) {10}\r\n0123456789\r\na NOOP\r\n"
     events = read_all(data, bytewise)
-    assert events == [r.Continue(10),
+    assert events == [r.Continue(10, append=True),
                       r.Complete(b"A003 APPEND saved-messages (\\Seen) {10}\r\n0123456789"),
                       r.Complete(b"a NOOP")]
 
@@ -373,3 +373,16 @@ RFC_EXAMPLES = [
 @pytest.mark.parametrize("line,name", RFC_EXAMPLES, ids=[n for _, n in RFC_EXAMPLES])
 def test_rfc_examples_parse(line, name):
     assert parse_command(line).name == name
+
+
+def test_reader_lets_the_session_refuse_an_append_before_its_literal():
+    from stalwart_mp.imap.protocol.parser import append_target
+
+    rd = r.CommandReader()
+    rd.feed(b"q APPEND \"Entw&APw-rfe\" (\\Seen) {400}\r\n")
+    assert rd.next() == r.Continue(400, True)
+    assert append_target(rd.first_line()) == "Entwürfe"
+    assert rd.abandon() == "q"
+    rd.feed(b"n NOOP\r\n")
+    assert rd.next() == r.Complete(b"n NOOP")
+    assert append_target(b"a LOGIN x y") is None

@@ -306,6 +306,21 @@ def parse_command(data: bytes, *, utf8: bool = False) -> c.Command:
         raise ParseError(tag, "nesting too deep") from None
 
 
+def append_target(first_line: bytes, utf8: bool = False) -> str | None:
+    """The mailbox of an APPEND from its first line, before its literal is read (to refuse
+    a message over quota without reading it); None if it cannot be told."""
+    p = Parser(first_line, utf8)
+    try:
+        p._match(_TAG, "a tag")
+        p.sp()
+        if p.atom().upper() != "APPEND":
+            return None
+        p.sp()
+        return p.mailbox()
+    except _Fail:
+        return None
+
+
 def _simple(p: Parser, tag: str, name: str, uid: bool) -> c.Command:
     if name == "EXPUNGE":
         seq = None

@@ -38,6 +38,7 @@ NEED_DATA = _NeedData()
 @dataclass(slots=True, frozen=True)
 class Continue:
     size: int
+    append: bool = False       # the literal of an APPEND/REPLACE (the session may check quota)
 
 
 @dataclass(slots=True, frozen=True)
@@ -169,7 +170,18 @@ class CommandReader:
                 return TooBig(tag, size, limit, sync, append)
             self._literal_left = size
             if sync:
-                return Continue(size)
+                return Continue(size, append)
+
+    def first_line(self) -> bytes:
+        """The first line of the command being read (to look at before a continuation)."""
+        return self._parts[0] if self._parts else b""
+
+    def abandon(self) -> str:
+        """Drop the command being read instead of sending a continuation (the client sends
+        no literal then, RFC 9051 §7.5); returns its tag for the tagged answer."""
+        tag = self._tag()
+        self._reset()
+        return tag
 
     def _is_append(self) -> bool:
         head = _HEAD.match(self._parts[0]) if self._parts else None
