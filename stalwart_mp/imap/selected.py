@@ -315,7 +315,7 @@ async def _deleted_uids(session, targets: list[tuple[int, int, int]]) -> list[in
 
 async def cmd_close(session, cmd: c.Command):
     sel = session.selected
-    if not sel.readonly:  # silent expunge: no EXPUNGE responses (RFC 9051 §6.4.1)
+    if not sel.readonly and "e" in sel.rights:  # silent expunge (RFC 9051 §6.4.1)
         targets = [(i + 1, u, e) for i, (u, e) in enumerate(zip(sel.uids, sel.eids,
                                                                  strict=True))]
         uids = await _deleted_uids(session, targets)
