@@ -1,6 +1,7 @@
 """Per-request access to the control plane and the signed-in administrator."""
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 from collections.abc import Callable
@@ -24,7 +25,10 @@ def control() -> ControlPlane:
     plane = g.get("control_plane")
     if plane is None:
         cfg = admin_config()
-        plane = ControlPlane(cfg.control, token_credentials(cfg.token_file), cfg.timeout)
+        credentials = dataclasses.replace(token_credentials(cfg.token_file),
+                                          on_behalf_of=session.get("user"),
+                                          client_ip=request.remote_addr)
+        plane = ControlPlane(cfg.control, credentials, cfg.timeout)
         g.control_plane = plane
     return plane
 

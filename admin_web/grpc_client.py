@@ -100,6 +100,8 @@ class Credentials:
     token: str | None = None
     user: str | None = None
     password: str | None = None
+    on_behalf_of: str | None = None   # the signed-in administrator (the audit log's caller)
+    client_ip: str | None = None      # the browser's address (bans apply to it)
 
 
 class ControlPlane:
@@ -110,7 +112,9 @@ class ControlPlane:
     def __init__(self, address: str, credentials: Credentials, timeout: float = 10.0):
         self.address = address
         self._stub: ControlStub = connect(address, credentials.token, user=credentials.user,
-                                          password=credentials.password)
+                                          password=credentials.password,
+                                          on_behalf_of=credentials.on_behalf_of,
+                                          client_ip=credentials.client_ip)
         channel = self._stub.channel
         self.server = _Service(self._stub, address, timeout)
         self.principals = _Service(principals_pb2_grpc.PrincipalsStub(channel), address, timeout)

@@ -45,7 +45,8 @@ def login() -> str | Response | tuple[str, int]:
         cfg = admin_config()
         user = form.username.data.strip()
         try:
-            with ControlPlane(cfg.control, Credentials(user=user, password=form.password.data),
+            with ControlPlane(cfg.control, Credentials(user=user, password=form.password.data,
+                                                      client_ip=request.remote_addr),
                               cfg.timeout) as plane:
                 plane.server.GetStatus(server_pb2.GetStatusRequest())
         except ControlRefused as exc:

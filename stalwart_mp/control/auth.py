@@ -28,6 +28,9 @@ from typing import Any
 
 import grpc
 
+# set by a local front end (the web admin): who it acts for, and the browser's address
+ON_BEHALF_METADATA = "x-stalwart-on-behalf-of"
+CLIENT_IP_METADATA = "x-stalwart-client-ip"
 AUTH_METADATA = "authorization"
 _HOW = (
     "send the metadata 'authorization: Bearer <token>' with the token from control.token "
@@ -118,6 +121,15 @@ class BearerTokenInterceptor(grpc.ServerInterceptor):
         return verdict.message if verdict.code is not None else None
 
     def verdict(self, metadata: Any, peer: str, basic: bool = True) -> Verdict:
+        verdict = self._verdict(metadata, peer, basic)
+        on_behalf = _single(metadata, ON_BEHALF_METADATA)
+        if verdict.caller is not None and verdict.caller.name == "token" and on_behalf:
+            # a token holder (the web admin) names the administrator it acts for
+            verdict = Verdict(None, caller=Caller(f"{on_behalf[:100]} (token)",
+                                                  verdict.caller.peer))
+        return verdict
+
+    def _verdict(self, metadata: Any, peer: str, basic: bool) -> Verdict:
         values = [v for k, v in metadata if k == AUTH_METADATA]
         if not values:
             return Verdict(grpc.StatusCode.UNAUTHENTICATED, f"no credentials: {_HOW}")
@@ -128,7 +140,7 @@ class BearerTokenInterceptor(grpc.ServerInterceptor):
         scheme, _, credentials = value.partition(" ")
         credentials = credentials.strip()
         if scheme.lower() == "basic" and basic and credentials:
-            return self._basic(credentials, peer)
+            return self._basic(credentials, client_peer(metadata, peer))
         if scheme.lower() != "bearer" or not credentials:
             return Verdict(grpc.StatusCode.UNAUTHENTICATED,
                            f"unsupported authorization scheme {scheme!r}: {_HOW}")
@@ -156,6 +168,38 @@ class BearerTokenInterceptor(grpc.ServerInterceptor):
                            "malformed Basic credentials: expected base64 of "
                            "'user:password' (RFC 7617)")
         return self._check_admin(user, password, peer_ip(peer))
+
+
+def _single(metadata: Any, key: str) -> str | None:
+    values = [v for k, v in metadata if k == key]
+    if len(values) != 1:
+        return None
+    value = values[0]
+    return (value if isinstance(value, str) else value.decode("latin-1")).strip() or None
+
+
+def client_peer(metadata: Any, peer: str) -> str:
+    """The peer whose address bans and audit lines use: the gRPC peer, or — only for a
+    caller on loopback or the unix socket (the web admin) — the browser's address it
+    forwards in ``x-stalwart-client-ip``, so failed web logins ban the browser, not the
+    admin. Remote callers cannot pick the address they are judged by."""
+    forwarded = _single(metadata, CLIENT_IP_METADATA)
+    if forwarded is None or not _is_local(peer):
+        return peer
+    try:
+        ip = ipaddress.ip_address(forwarded)
+    except ValueError:
+        return peer
+    return f"ipv6:[{ip}]:0" if ip.version == 6 else f"ipv4:{ip}:0"
+
+
+def _is_local(peer: str) -> bool:
+    if peer.startswith("unix:"):
+        return True
+    try:
+        return ipaddress.ip_address(peer_ip(peer)).is_loopback
+    except ValueError:
+        return False
 
 
 def _guarded(handler: grpc.RpcMethodHandler,

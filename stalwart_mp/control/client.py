@@ -15,7 +15,7 @@ from typing import Any, Self
 
 import grpc
 
-from stalwart_mp.control.auth import AUTH_METADATA
+from stalwart_mp.control.auth import AUTH_METADATA, CLIENT_IP_METADATA, ON_BEHALF_METADATA
 from stalwart_mp.control.gen.stalwart_mp.v1 import server_pb2_grpc
 
 
@@ -23,12 +23,14 @@ class _BearerToken(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInter
                    grpc.StreamUnaryClientInterceptor, grpc.StreamStreamClientInterceptor):
     """Adds the authorization metadata to every call of the channel."""
 
-    def __init__(self, token: str, scheme: str = "Bearer"):
-        self._entry = (AUTH_METADATA, f"{scheme} {token}")
+    def __init__(self, token: str, scheme: str = "Bearer",
+                 extra: tuple[tuple[str, str], ...] = ()):
+        self._entries = [(AUTH_METADATA, f"{scheme} {token}"), *extra]
+        self._keys = {k for k, _ in self._entries}
 
     def _details(self, details: grpc.ClientCallDetails) -> grpc.ClientCallDetails:
-        metadata = [m for m in (details.metadata or ()) if m[0] != AUTH_METADATA]
-        return details._replace(metadata=[*metadata, self._entry])  # type: ignore[attr-defined]
+        metadata = [m for m in (details.metadata or ()) if m[0] not in self._keys]
+        return details._replace(metadata=[*metadata, *self._entries])  # type: ignore[attr-defined]
 
     def _call(self, continuation: Callable, details: grpc.ClientCallDetails, request: Any) -> Any:
         return continuation(self._details(details), request)
@@ -74,18 +76,24 @@ class ClientTls:
 
 
 def connect(bind: str, token: str | None = None, *, user: str | None = None,
-            password: str | None = None, tls: ClientTls | None = None) -> ControlStub:
+            password: str | None = None, tls: ClientTls | None = None,
+            on_behalf_of: str | None = None, client_ip: str | None = None) -> ControlStub:
     """An authenticated Server stub for the control plane at ``bind``, with the control
     ``token`` or an administrator's ``user`` and ``password``.
 
     ``bind`` is the control.bind value: "HOST:PORT" or "unix:/path" (both are gRPC targets).
     The connection is made lazily on the first call; an unreachable server shows up as
-    grpc.StatusCode.UNAVAILABLE on that call.
+    grpc.StatusCode.UNAVAILABLE on that call. A local front end (the web admin) passes
+    ``on_behalf_of`` (the administrator it acts for, in the audit log) and ``client_ip``
+    (the browser's address, which bans apply to; honoured from loopback only).
     """
+    extra = tuple((k, v) for k, v in ((ON_BEHALF_METADATA, on_behalf_of),
+                                       (CLIENT_IP_METADATA, client_ip)) if v)
     if user is not None:
-        auth = _BearerToken(basic_credentials(user, password or ""), scheme="Basic")
+        auth = _BearerToken(basic_credentials(user, password or ""), scheme="Basic",
+                            extra=extra)
     elif token is not None:
-        auth = _BearerToken(token)
+        auth = _BearerToken(token, extra=extra)
     else:
         raise ValueError("connect() needs a token or a user and password")
     if tls is None:

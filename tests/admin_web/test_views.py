@@ -160,6 +160,41 @@ def test_login_failures_count_toward_the_servers_ban(env, tmp_path):
         dns.stop()
 
 
+def test_bans_and_audit_lines_name_the_browser_and_the_administrator(env, tmp_path):
+    """The admin forwards the browser's address (honoured from loopback only), so failed
+    logins ban that browser and not every user of the admin; and changes are audit-logged
+    under the signed-in administrator's name."""
+    dns = DnsServer().start()
+    srv = start_server(tmp_path / "fwd", dns.port, ban_failures=3)
+    try:
+        app = app_for(srv, tmp_path / "secret")
+        attacker = app.test_client()
+        attacker.environ_base["REMOTE_ADDR"] = "198.51.100.7"
+        for _ in range(3):
+            page = attacker.get("/login")
+            attacker.post("/login", data={"csrf_token": csrf_of(page.text),
+                                          "username": ADMIN, "password": "bad"})
+        page = attacker.get("/login")
+        refused = attacker.post("/login", data={"csrf_token": csrf_of(page.text),
+                                                "username": ADMIN, "password": ADMIN_PW})
+        assert refused.status_code == 401 and "banned" in refused.text
+        other = app.test_client()
+        other.environ_base["REMOTE_ADDR"] = "198.51.100.8"
+        page = other.get("/login")
+        ok = other.post("/login", data={"csrf_token": csrf_of(page.text),
+                                        "username": ADMIN, "password": ADMIN_PW})
+        assert ok.status_code == 302, "another browser is not banned"
+        resp = post(other, "/domains/", {"name": "audit.test"})
+        assert resp.status_code == 302, resp.text
+        srv.wait_for(lambda: "action=domain.create" in srv.logs(), "the audit line")
+        line = next(x for x in srv.logs().splitlines() if "action=domain.create" in x)
+        assert f'caller="{ADMIN} (token)"' in line, line
+        assert "198.51.100.7" in srv.logs(), "the ban names the browser's address"
+    finally:
+        srv.stop()
+        dns.stop()
+
+
 @pytest.mark.parametrize("target", ["//evil.example/x", "/\\evil.example", "https://evil.example/",
                                     "javascript:alert(1)"])
 def test_next_never_leaves_the_site(env, target):
