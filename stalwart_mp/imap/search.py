@@ -112,6 +112,9 @@ async def cmd_search(session, cmd: c.Search):
     for key, reverse in cmd.sort:
         sort.append(s.Sort(_SORT_KEYS[key], reverse=reverse))
     services = session.services
+    from stalwart_mp.imap.search_fresh import widen
+
+    filt = await widen(services, sel.acct, filt)
     try:
         ids = await s.query(services.mail, sel.acct, filt, sort=sort,
                             fts=session.server.fts(), mailbox=sel.mid,

@@ -39,8 +39,11 @@ async def cmd_thread(session, cmd: c.Search):
         raise No(f"Charset {cmd.charset} is not supported", "BADCHARSET (UTF-8 US-ASCII)")
     sel = session.selected
     services = session.services
+    from stalwart_mp.imap.search_fresh import widen
+
+    filt = await widen(services, sel.acct, _Builder(session, sel).build(cmd.key))
     try:
-        ids = await s.query(services.mail, sel.acct, _Builder(session, sel).build(cmd.key),
+        ids = await s.query(services.mail, sel.acct, filt,
                             fts=session.server.fts(), mailbox=sel.mid,
                             blob_reader=services.blobs.get)
     except s.SearchError as exc:

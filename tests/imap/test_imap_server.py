@@ -358,6 +358,9 @@ def test_search_and_sort(srv):
         [b"1 3"]
     assert conn.search(None, "HEADER Message-ID m1@remote")[1] == [b"1 2 3"]
     assert conn.search(None, "YOUNGER 3600")[1] == [b"1 2 3"]  # WITHIN (RFC 5032)
+    # full text, right after APPEND (indexed or not yet)
+    assert conn.search(None, "BODY", "alice")[1] == [b"1 2 3"]
+    assert conn.search(None, "TEXT", "topic")[1] == [b"2"]
     assert conn.uid("SEARCH", "UID 2:*")[1] == [b"2 3"]
     typ, data = conn.search("KOI8-R", "ALL")
     assert typ == "NO" and data[0].startswith(b"[BADCHARSET (UTF-8 US-ASCII)]")
