@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
 from enum import Enum
 
+from stalwart_mp.auth import totp
 from stalwart_mp.directory.base import Directory, Principal, ScramSecret
 from stalwart_mp.directory.passwords import hash_password, needs_rehash, verify_password
 
@@ -127,6 +129,8 @@ class Authenticator:
             if principal is None:
                 verify_password(_DUMMY_HASH, password)  # same cost as a real check
                 ok = False
+            elif principal.has_totp:
+                ok, password = await self._verify_with_totp(principal, password)
             else:
                 ok = await self.directory.verify_password(principal, password)
         except DirectoryUnavailable as exc:
@@ -138,6 +142,49 @@ class Authenticator:
             return AuthResult(failure=Failure.INVALID)
         await self._maybe_rehash(principal, password)
         return AuthResult(principal=principal)
+
+    async def _verify_with_totp(self, principal: Principal, password: str
+                                ) -> tuple[bool, str]:
+        """An account with a second factor: an app password alone (what mail clients
+        use), or ``<password>$<code>`` (Stalwart's convention) with a TOTP code of the
+        current time step ±1 (RFC 6238 §5.2) not used before. The password alone fails.
+        Returns (ok, the password part, for the rehash)."""
+        if any(verify_password(a.secret, password) for a in principal.app_passwords):
+            return True, password
+        split = totp.split_code(password)
+        if split is None:
+            verify_password(_DUMMY_HASH, password)  # the cost of a wrong password
+            return False, password
+        base, code = split
+        # the account's own secrets only: an app password followed by a code is no login
+        if not await self.directory.verify_password(replace(principal, app_passwords=[]),
+                                                    base):
+            return False, base
+        try:
+            key = totp.parse_uri(principal.totp_uri or "")
+        except ValueError:
+            log.error("unusable totp secret", extra={"fields": {"user": principal.name}})
+            return False, base
+        step = key.verify(code, time.time())
+        return (step is not None and await self._claim_step(principal.name, key, step)), base
+
+    async def _claim_step(self, name: str, key: totp.TotpKey, step: int) -> bool:
+        """Replay protection (RFC 6238 §5.2: a verifier MUST NOT accept an OTP a second
+        time): a step at or before the last one accepted for the account is refused, and
+        the per-step counter (atomic ``incr`` in the lookup store, shared by every worker)
+        lets only the first of two concurrent logins with one code through."""
+        account = name.lower().encode()
+        ttl = key.period * (2 * totp.DRIFT + 2)  # longer than a code stays acceptable
+        last = await self.lookup.get(b"totp:last:" + account)
+        if last is not None and step <= int(last):
+            log.warning("totp code replayed", extra={"fields": {"user": name}})
+            return False
+        if await self.lookup.incr(b"totp:used:" + account + b":" + str(step).encode(), 1,
+                                  ttl=ttl) != 1:
+            log.warning("totp code replayed", extra={"fields": {"user": name}})
+            return False
+        await self.lookup.set(b"totp:last:" + account, str(step).encode(), ttl=ttl)
+        return True
 
     async def _maybe_rehash(self, principal: Principal, password: str) -> None:
         """Upgrade an old hash (imported accounts) to argon2id after a good login."""
@@ -160,6 +207,10 @@ class Authenticator:
         principal = await self.directory.principal(username)
         if principal is None or principal.disabled:
             return None
+        if principal.has_totp:
+            # SCRAM cannot carry the TOTP code and SCRAM keys exist for the password only
+            # (app passwords have none): an account with a second factor cannot use it.
+            return None
         return next((s for s in principal.scram if s.mechanism == mechanism), None)
 
     async def scram_outcome(self, username: str, ip: str, ok: bool) -> AuthResult:
@@ -168,6 +219,6 @@ class Authenticator:
             await self._record_failure(ip, username)
             return AuthResult(failure=Failure.INVALID)
         principal = await self.directory.principal(username)
-        if principal is None or principal.disabled:
+        if principal is None or principal.disabled or principal.has_totp:
             return AuthResult(failure=Failure.INVALID)
         return AuthResult(principal=principal)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from stalwart_mp.auth.credentials import ScramSecret
+from stalwart_mp.auth.totp import is_totp_uri
 
 
 class DirectoryError(Exception):
@@ -79,6 +80,16 @@ class Principal:
     def is_admin(self) -> bool:
         return "admin" in self.roles
 
+    @property
+    def totp_uri(self) -> str | None:
+        """The account's TOTP secret: the ``otpauth://totp/`` entry of ``secrets`` (the way
+        Stalwart keeps it), or None when it has no second factor."""
+        return next((s for s in self.secrets if is_totp_uri(s)), None)
+
+    @property
+    def has_totp(self) -> bool:
+        return self.totp_uri is not None
+
 
 class Directory(abc.ABC):
     """Read primitives every directory answers. All names and addresses are compared
@@ -117,6 +128,7 @@ class Directory(abc.ABC):
         from stalwart_mp.directory.passwords import verify_password
 
         secrets = principal.secrets + [a.secret for a in principal.app_passwords]
+        # the otpauth:// entry is a TOTP secret, never a password (verify_password refuses it)
         return any(verify_password(stored, password) for stored in secrets)
 
     async def close(self) -> None:

@@ -13,6 +13,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import fields
 
+from stalwart_mp.auth import totp
 from stalwart_mp.directory import internal
 from stalwart_mp.directory.base import (
     AppPassword,
@@ -211,8 +212,30 @@ class DirectoryManager:
     def _set_secret(self, p: Principal, password: str) -> None:
         from stalwart_mp.auth.sasl import make_scram_secrets
 
-        p.secrets = [hash_password(password)]
+        totp = p.totp_uri  # a new password keeps the second factor
+        p.secrets = [hash_password(password)] + ([totp] if totp else [])
         p.scram = make_scram_secrets(password)
+
+    async def enable_totp(self, name: str, issuer: str) -> str:
+        """Give an account a new TOTP secret (replacing any previous one) and return its
+        otpauth:// URI, to be shown once. From then on a password login needs
+        ``password$code`` (directory/auth.py); app passwords keep working alone."""
+        key = totp.new_key(account=name, issuer=issuer.strip() or "stalwart-mp")
+
+        def enable(p: Principal) -> None:
+            if p.type != PrincipalType.INDIVIDUAL:
+                raise DirectoryError(f'"{p.name}" is a {p.type.value}, not an account')
+            p.secrets = [s for s in p.secrets if not totp.is_totp_uri(s)] + [key.uri()]
+        await self._modify(name, enable)
+        return key.uri()
+
+    async def disable_totp(self, name: str) -> None:
+        """Remove the account's TOTP secret: its password alone logs in again."""
+        def disable(p: Principal) -> None:
+            if not p.has_totp:
+                raise DirectoryError(f'"{p.name}" has no two-factor authentication')
+            p.secrets = [s for s in p.secrets if not totp.is_totp_uri(s)]
+        await self._modify(name, disable)
 
     async def add_app_password(self, name: str, label: str) -> str:
         """Create an app password; the generated secret is returned once, then only its

@@ -53,6 +53,8 @@ def verify_password(stored: str, password: str) -> bool:
     hash or an unsupported scheme (see ``scheme_of``)."""
     if not isinstance(stored, str) or not isinstance(password, str):
         return False
+    if stored[:10].lower() == "otpauth://":  # a TOTP secret kept among the secrets, not a hash
+        return False
     parsed = _parse(stored)
     if parsed is None:
         return False
