@@ -198,7 +198,8 @@ def _render(session, sel, uid: int, email, meta: dict | None, raw: bytes | None,
         elif name == "SAVEDATE":
             saved = email.saved_at.get(sel.mid)
             out.append(("SAVEDATE", internal_date(saved) if saved else None))
-        elif stored is None and name in ("ENVELOPE", "BODYSTRUCTURE", "PREVIEW", "BODY"):
+        elif stored is None and (name in ("ENVELOPE", "BODYSTRUCTURE", "PREVIEW") or
+                                 (name == "BODY" and item.section is None)):
             out.append((name, None))
         elif name == "ENVELOPE":
             out.append(("ENVELOPE", envelope_tree(stored.envelope)))

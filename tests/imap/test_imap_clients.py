@@ -172,3 +172,19 @@ poll 127.0.0.1 service {srv.ports["imap"]} protocol IMAP auth password
     # fetchmail marks it seen and deletes it (no "keep"): the mailbox is empty afterwards
     assert conn.status("INBOX", "(MESSAGES)")[1] == [b'"INBOX" (MESSAGES 0)']
     conn.logout()
+
+
+def test_curl(srv, tmp_path):
+    """curl's IMAP client: LIST, upload (APPEND), fetch by UID, EXAMINE + SEARCH, over
+    STARTTLS with --ssl-reqd."""
+    curl = need("curl")
+    base = f"imap://127.0.0.1:{srv.ports['imap']}"
+    auth = ["-u", "erin:erin-pw", "--ssl-reqd", "-k", "-s", "-S"]
+    listing = run([curl, *auth, base + "/"]).stdout
+    assert '* LIST (\\HasNoChildren) "/" "INBOX"' in listing
+    (tmp_path / "m.eml").write_bytes(MESSAGE)
+    run([curl, *auth, "-T", str(tmp_path / "m.eml"), base + "/Drafts"])
+    fetched = run([curl, *auth, base + "/Drafts;UID=1"]).stdout
+    assert fetched.replace("\r\n", "\n") == MESSAGE.decode().replace("\r\n", "\n")
+    found = run([curl, *auth, base + "/Drafts?SUBJECT%20hello"]).stdout
+    assert found.strip() == "* SEARCH 1"

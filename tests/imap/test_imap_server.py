@@ -308,6 +308,10 @@ def test_fetch_envelope_and_macros(srv):
     conn = connect(srv)
     name = new_box(conn, MESSAGE)
     conn.select(name)
+    # BODY[] (not a PEEK) of the whole message: the bytes, and \\Seen set and reported
+    _, data = conn.fetch("1", "(BODY[])")
+    assert data[0][0] == b"1 (BODY[] {%d}" % len(MESSAGE) and data[0][1] == MESSAGE
+    assert data[1] == b" FLAGS (\\Seen))"
     _typ, data = conn.fetch("1", "ALL")
     assert b'ENVELOPE ("Mon, 7 Feb 1994 21:52:25 -0800" "Hello there" (("Ann Example" NIL ' \
            b'"ann" "remote.test")) (("Ann Example" NIL "ann" "remote.test")) (("Ann Example" ' \
