@@ -126,6 +126,21 @@ def _add_account_commands(commands: Any) -> None:
                         help="read the password from the first line of standard input")
     passwd.set_defaults(run=cmd_account_passwd)
 
+    totp = actions.add_parser(
+        "totp", help="turn two-factor authentication (TOTP) on or off",
+        description="Two-factor authentication with time-based codes (RFC 6238). `enable` "
+        "creates a new secret (replacing any previous one) and prints it once, as an "
+        "otpauth:// URI for an authenticator app; the account then logs in with "
+        "PASSWORD$CODE (app passwords keep working alone). `disable` removes it.",
+    )
+    totp_actions = totp.add_subparsers(dest="totp_action", metavar="ACTION", required=True)
+    for verb, run, text in (("enable", cmd_account_totp_enable, "create a TOTP secret"),
+                            ("disable", cmd_account_totp_disable, "remove the TOTP secret")):
+        sub = totp_actions.add_parser(verb, help=text, description=text[0].upper() + text[1:] + ".")
+        sub.add_argument("name", help="login name of the account")
+        _json_flag(sub)
+        sub.set_defaults(run=run)
+
     delete = actions.add_parser(
         "delete", help="delete an account and its mail",
         description="Delete an account; its mail is purged in the background.",
@@ -175,6 +190,33 @@ def cmd_account_passwd(stub: ControlStub, args: argparse.Namespace) -> int:
               principals_pb2.SetPasswordRequest(name=args.name, password=password),
               args.control, args.timeout)
     print(f"password of {args.name} changed")
+    return cli.EXIT_OK
+
+
+def cmd_account_totp_enable(stub: ControlStub, args: argparse.Namespace) -> int:
+    enabled = cli._call(_principals(stub).EnableTotp,
+                        principals_pb2.EnableTotpRequest(name=args.name), args.control,
+                        args.timeout)
+    if args.json:
+        print(cli._to_json(enabled))
+        return cli.EXIT_OK
+    print(f"two-factor authentication enabled for {args.name}")
+    print(f"  otpauth URI: {enabled.otpauth_uri}")
+    print(f"  secret:      {enabled.secret}")
+    print("  (shown once: add it to an authenticator app now)")
+    print(f"{args.name} now logs in with PASSWORD$CODE, e.g. mypassword$123456 (the 6-digit "
+          "code of the app); app passwords keep working alone")
+    return cli.EXIT_OK
+
+
+def cmd_account_totp_disable(stub: ControlStub, args: argparse.Namespace) -> int:
+    cli._call(_principals(stub).DisableTotp,
+              principals_pb2.DisableTotpRequest(name=args.name), args.control, args.timeout)
+    if args.json:
+        print(json.dumps({"name": args.name, "totp": False}))
+    else:
+        print(f"two-factor authentication disabled for {args.name}: the password alone logs "
+              "in again")
     return cli.EXIT_OK
 
 
@@ -345,6 +387,7 @@ def cmd_principal_show(stub: ControlStub, args: argparse.Namespace) -> int:
             ("roles", ", ".join(p.roles) or "-"),
             ("state", "disabled" if p.disabled else "active"),
             ("app passwords", ", ".join(p.app_passwords) or "-"),
+            ("two-factor", "on (TOTP: log in with password$code)" if p.totp else "off"),
         ]
     rows.append(("member of", ", ".join(p.member_of) or "-"))
     print("\n".join(f"{label:<14}{value}" for label, value in rows))

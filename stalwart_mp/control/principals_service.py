@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 import grpc
 
+from stalwart_mp.auth import totp
 from stalwart_mp.control.auth import Caller, Verdict, audit
 from stalwart_mp.control.gen.stalwart_mp.v1 import principals_pb2, principals_pb2_grpc
 from stalwart_mp.control.status import StatusUnavailable, read_status, timestamp
@@ -195,7 +196,7 @@ def principal_to_proto(p: Principal) -> principals_pb2.Principal:
         emails=list(p.emails), quota_bytes=p.quota_bytes or 0,
         quota_messages=p.quota_messages or 0, roles=list(p.roles),
         member_of=list(p.member_of), members=list(p.members), disabled=p.disabled,
-        app_passwords=[a.name for a in p.app_passwords],
+        app_passwords=[a.name for a in p.app_passwords], totp=p.has_totp,
     )
 
 
@@ -433,6 +434,31 @@ class PrincipalsServicer(principals_pb2_grpc.PrincipalsServicer):
         self._do(context, lambda m: m.remove_app_password(request.name, request.label))
         audit("app-password.revoke", name=request.name, label=request.label)
         return principals_pb2.RevokeAppPasswordResponse()
+
+    def EnableTotp(  # gRPC method name
+        self, request: principals_pb2.EnableTotpRequest, context: grpc.ServicerContext
+    ) -> principals_pb2.EnableTotpResponse:
+        self._required(context, name=request.name)
+        self._account(context, request.name)
+        assert self.backend is not None  # _account aborts without one
+        # the issuer authenticator apps show next to the code: this server's host name
+        issuer = str(self.backend.cfg.get("server.hostname") or "") or "stalwart-mp"
+        uri = self._do(context, lambda m: m.enable_totp(request.name, issuer))
+        audit("totp.enable", name=request.name)  # never the secret
+        return principals_pb2.EnableTotpResponse(otpauth_uri=uri,
+                                                 secret=totp.parse_uri(uri).secret)
+
+    def DisableTotp(  # gRPC method name
+        self, request: principals_pb2.DisableTotpRequest, context: grpc.ServicerContext
+    ) -> principals_pb2.DisableTotpResponse:
+        self._required(context, name=request.name)
+        p = self._account(context, request.name)
+        if not p.has_totp:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                          f'"{p.name}" has no two-factor authentication')
+        self._do(context, lambda m: m.disable_totp(request.name))
+        audit("totp.disable", name=request.name)
+        return principals_pb2.DisableTotpResponse()
 
     def GetUsage(  # gRPC method name
         self, request: principals_pb2.GetUsageRequest, context: grpc.ServicerContext
