@@ -33,6 +33,13 @@ class LoginForm(FlaskForm):
                                       "spellcheck": "false"})
     password = PasswordField("Password", validators=[DataRequired(), Length(max=1024)],
                              render_kw={"autocomplete": "current-password"})
+    # RFC 6238 TOTP code; sent to the server as "password$code" (Stalwart's convention)
+    code = StringField("Authentication code", validators=[
+        Optional(), Regexp(r"^\s*[0-9]{6}\s*$",
+                           message="the 6 digits of your authenticator app")],
+        description="Only if two-factor authentication is on for your account.",
+        render_kw={"autocomplete": "one-time-code", "inputmode": "numeric",
+                   "pattern": "[0-9]{6}", "maxlength": "6"})
 
 
 class DomainForm(FlaskForm):

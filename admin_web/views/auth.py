@@ -3,7 +3,9 @@
 The login form's user name and password are checked by the control plane itself: one
 ``Server.GetStatus`` call with ``authorization: Basic`` credentials (RFC 7617), which the
 server verifies like any protocol login, so failures count toward its bans and throttles,
-and which it accepts only for an account with the role "admin". Afterwards the session
+and which it accepts only for an account with the role "admin". An account with
+two-factor authentication gives its TOTP code in the form's optional "Authentication code"
+field: the password sent is then ``password$code``. Afterwards the session
 (a signed, HttpOnly cookie) names the administrator and calls use the control token.
 """
 from __future__ import annotations
@@ -44,8 +46,11 @@ def login() -> str | Response | tuple[str, int]:
     if form.validate_on_submit():
         cfg = admin_config()
         user = form.username.data.strip()
+        password = form.password.data
+        if (form.code.data or "").strip():  # TOTP: the server takes "password$code"
+            password += "$" + form.code.data.strip()
         try:
-            with ControlPlane(cfg.control, Credentials(user=user, password=form.password.data,
+            with ControlPlane(cfg.control, Credentials(user=user, password=password,
                                                       client_ip=request.remote_addr),
                               cfg.timeout) as plane:
                 plane.server.GetStatus(server_pb2.GetStatusRequest())

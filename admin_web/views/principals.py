@@ -1,6 +1,6 @@
 """Accounts, groups and mailing lists: list with search and paging, create, edit (names,
 addresses and aliases, quota with its usage, roles, members, password reset, app
-passwords) and delete with confirmation. Everything goes through the Principals service.
+passwords, two-factor authentication) and delete with confirmation. Everything goes through the Principals service.
 """
 from __future__ import annotations
 
@@ -228,6 +228,33 @@ def revoke_app_password(name: str) -> Response:
         flash(str(exc), "error")
     else:
         flash(f"App password {label} revoked.", "success")
+    return redirect(url_for("principals.edit", kind="accounts", name=name))
+
+
+@bp.route("/accounts/<name>/totp", methods=["POST"])
+@login_required
+def enable_totp(name: str) -> Response | tuple[str, int]:
+    """A new TOTP secret (replacing any previous one), shown once on the page it returns:
+    the otpauth:// URI and the base32 secret, as text (no QR code: it would need a new
+    dependency). CSRF is checked app-wide (CSRFProtect), as for every POST."""
+    try:
+        enabled = control().principals.EnableTotp(pb.EnableTotpRequest(name=name))
+    except ControlError as exc:
+        flash(str(exc), "error")
+        return redirect(url_for("principals.edit", kind="accounts", name=name))
+    return _page("accounts", name, 200, new_totp=enabled)
+
+
+@bp.route("/accounts/<name>/totp/disable", methods=["POST"])
+@login_required
+def disable_totp(name: str) -> Response:
+    try:
+        control().principals.DisableTotp(pb.DisableTotpRequest(name=name))
+    except ControlError as exc:
+        flash(str(exc), "error")
+    else:
+        flash(f"Two-factor authentication of {name} is off: the password alone logs in.",
+              "success")
     return redirect(url_for("principals.edit", kind="accounts", name=name))
 
 
