@@ -220,14 +220,18 @@ class DirectoryManager:
         """Give an account a new TOTP secret (replacing any previous one) and return its
         otpauth:// URI, to be shown once. From then on a password login needs
         ``password$code`` (directory/auth.py); app passwords keep working alone."""
-        key = totp.new_key(account=name, issuer=issuer.strip() or "stalwart-mp")
+        secret = totp.new_secret()
+        uris: list[str] = []
 
         def enable(p: Principal) -> None:
             if p.type != PrincipalType.INDIVIDUAL:
                 raise DirectoryError(f'"{p.name}" is a {p.type.value}, not an account')
-            p.secrets = [s for s in p.secrets if not totp.is_totp_uri(s)] + [key.uri()]
+            # labelled with the stored name (its case), which is what the user logs in with
+            uris[:] = [totp.TotpKey(secret=secret, account=p.name,
+                                    issuer=issuer.strip() or "stalwart-mp").uri()]
+            p.secrets = [s for s in p.secrets if not totp.is_totp_uri(s)] + uris
         await self._modify(name, enable)
-        return key.uri()
+        return uris[0]
 
     async def disable_totp(self, name: str) -> None:
         """Remove the account's TOTP secret: its password alone logs in again."""

@@ -137,3 +137,39 @@ async def test_scram_is_refused_for_an_account_with_totp(env):
     await env.manager.enable_totp("jane", "Example")
     assert await env.auth.scram_secret("jane", "SCRAM-SHA-256", IP) is None
     assert not (await env.auth.scram_outcome("jane", IP, ok=True)).ok
+
+
+
+async def test_an_sql_directory_row_with_an_otpauth_secret_gets_the_second_factor(tmp_path):
+    """Stalwart's SQL directories may return the otpauth:// URI as one more secret row:
+    the same rules apply to them (a read-only directory; SQLite here)."""
+    import sqlite3
+
+    from tests.directory.backend_sql import make_sql_directory
+
+    uri = totp.new_key("alice", "Example").uri()
+    # one row per secret: the password's (alice's {SSHA} of "alice-secret-1", see
+    # tests/directory/dataset.py) and, when set, the otp column's
+    query = ("WITH a AS (SELECT * FROM accounts WHERE name = ?) "
+             "SELECT name, type, secret, description, quota, NOT active AS disabled FROM a "
+             "UNION ALL SELECT name, type, otp, description, quota, NOT active FROM a "
+             "WHERE otp IS NOT NULL")
+    directory = await make_sql_directory("sqlite", queries={"name": query})
+    with sqlite3.connect(directory._place) as conn:
+        conn.execute("ALTER TABLE accounts ADD COLUMN otp TEXT")
+        conn.execute("UPDATE accounts SET otp = ? WHERE name = 'alice'", (uri,))
+    conn.close()
+    store = open_data_store("data", {"type": "lmdb", "path": str(tmp_path / "db")})
+    try:
+        lookup = await open_lookup_store("data", {"type": "lmdb"}, store)
+        auth = Authenticator(directory, lookup,
+                             BanPolicy(ip_failures=100, allowed_networks=()))
+        p = await directory.principal("alice")
+        assert p.has_totp and p.totp_uri == uri and len(p.secrets) == 2
+        assert not (await auth.authenticate("alice", "alice-secret-1", IP)).ok
+        assert (await auth.authenticate("alice", f"alice-secret-1${code_for(uri)}", IP)).ok
+        assert not (await directory.principal("bob")).has_totp
+        assert (await auth.authenticate("bob", "bob-secret-2", IP)).ok
+    finally:
+        await directory.close()
+        await store.close()
