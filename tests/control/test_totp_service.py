@@ -1,13 +1,16 @@
 """Two-factor authentication (TOTP) end to end against a real `stalwart-mp serve`:
 the CLI turns it on through Principals.EnableTotp (the URI and secret shown once), the
 control plane then takes Basic ``admin:password$code`` and refuses the password alone, a
-replayed code and a non-admin; IMAP LOGIN (imaplib) follows the same rules, app passwords
+replayed code and a non-admin; IMAP LOGIN (imaplib) and SMTP AUTH (smtplib, submission)
+follow the same rules, app passwords
 work alone; DisableTotp restores the password alone. Codes are computed from the returned
 secret with the module, and once with the independent implementation of the TOTP tests."""
 from __future__ import annotations
 
 import imaplib
 import re
+import smtplib
+import ssl
 import subprocess
 import sys
 import time
@@ -57,6 +60,17 @@ class Env:
             return exc.code()
         return None
 
+    def smtp_auth(self, user: str, password: str) -> bool:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+        with smtplib.SMTP("127.0.0.1", self.server.ports["submission"], timeout=10) as client:
+            client.starttls(context=ctx)
+            try:
+                client.login(user, password)
+            except smtplib.SMTPAuthenticationError:
+                return False
+        return True
+
     def imap_login(self, user: str, password: str) -> bool:
         conn = imaplib.IMAP4("127.0.0.1", self.server.ports["imap"], timeout=10)
         try:
@@ -71,7 +85,8 @@ class Env:
 @pytest.fixture(scope="module")
 def env(tmp_path_factory) -> Iterator[Env]:
     dns = DnsServer().start()
-    server = mail_server(tmp_path_factory.mktemp("totp"), dns.port, {"imap": ("imap", "")},
+    server = mail_server(tmp_path_factory.mktemp("totp"), dns.port,
+                         {"imap": ("imap", ""), "submission": ("submission", "")},
                          accounts=[("carol", "carol-pw", None)], workers=1)
     try:
         environment = Env(server)
@@ -143,6 +158,10 @@ def test_imap_login_with_password_and_code_and_app_passwords(env):
     assert not env.imap_login("dora@example.org", f"dora-pw${first}")  # replay
     assert env.imap_login("dora@example.org", app)  # app passwords work alone
     assert env.imap_login("dora@example.org", app)
+    # SMTP AUTH on submission goes through the same check
+    assert not env.smtp_auth("dora@example.org", "dora-pw")
+    assert env.smtp_auth("dora@example.org", f"dora-pw${code(uri, 30)}")
+    assert env.smtp_auth("dora@example.org", app)
 
 
 def test_errors(env):
