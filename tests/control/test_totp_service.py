@@ -2,9 +2,9 @@
 the CLI turns it on through Principals.EnableTotp (the URI and secret shown once), the
 control plane then takes Basic ``admin:password$code`` and refuses the password alone, a
 replayed code and a non-admin; IMAP LOGIN (imaplib) and SMTP AUTH (smtplib, submission)
-follow the same rules, app passwords
-work alone; DisableTotp restores the password alone. Codes are computed from the returned
-secret with the module, and once with the independent implementation of the TOTP tests."""
+follow the same rules, app passwords work alone; DisableTotp restores the password alone.
+Codes are computed from the returned secret with the module, and once with the independent
+implementation of the TOTP tests."""
 from __future__ import annotations
 
 import imaplib
