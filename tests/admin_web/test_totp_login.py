@@ -57,6 +57,7 @@ def test_enable_log_in_with_a_code_then_disable(app):
     # shown once: the page afterwards says it is on, without the key
     after = client.get(page).text
     assert "Disable two-factor authentication" in after and secret not in after
+    assert ">2FA</span>" in client.get("/accounts/").text  # flagged in the list
 
     _, refused = login(app, ADMIN_PW)  # the password alone
     assert refused.status_code == 401
@@ -75,4 +76,5 @@ def test_enable_log_in_with_a_code_then_disable(app):
     done = post(admin, f"{page}/totp/disable", page)
     assert done.status_code == 302
     assert "Off: the password alone signs in." in admin.get(page).text
+    assert ">2FA</span>" not in admin.get("/accounts/").text
     assert login(app, ADMIN_PW)[1].status_code == 302
