@@ -36,6 +36,15 @@ class _Builder:
         self.session = session
         self.sel = sel
         self.uses_modseq = False
+        self.threads: dict[int, list[int]] = {}   # thread id -> email ids (THREADID)
+
+    async def prepare(self, key: c.SearchKey) -> None:
+        """THREADID (RFC 8474 §6.3) needs the view's thread ids, read before building."""
+        if _uses(key, "THREADID"):
+            emails = await self.sel.emails(self.session, list(self.sel.eids))
+            for e in emails:
+                if e is not None:
+                    self.threads.setdefault(e.thread_id, []).append(e.id)
 
     def build(self, key: c.SearchKey) -> s.Filter:
         op = key.op
@@ -89,7 +98,14 @@ class _Builder:
             return s.ModSeqAtLeast(v)
         if op == "EMAILID":
             return s.IdSet([int(v[1:])] if v[:1] == "M" and v[1:].isdigit() else [])
+        if op == "THREADID":
+            tid = int(v[1:]) if v[:1] == "T" and v[1:].isdigit() else -1
+            return s.IdSet(self.threads.get(tid, []))
         raise No(f"Search key {op} is not supported", "CANNOT")
+
+
+def _uses(key: c.SearchKey, op: str) -> bool:
+    return key.op == op or any(_uses(k, op) for k in key.children)
 
 
 def _dated(op: str, day: float, before, since) -> s.Filter:
@@ -105,6 +121,7 @@ async def cmd_search(session, cmd: c.Search):
     if cmd.charset not in _CHARSETS:  # RFC 9051 §6.4.4: BADCHARSET lists the supported ones
         raise No(f"Charset {cmd.charset} is not supported", "BADCHARSET (UTF-8 US-ASCII)")
     builder = _Builder(session, sel)
+    await builder.prepare(cmd.key)
     filt = builder.build(cmd.key)
     if builder.uses_modseq:
         session.enabled.add("CONDSTORE")

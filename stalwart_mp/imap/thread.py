@@ -41,7 +41,9 @@ async def cmd_thread(session, cmd: c.Search):
     services = session.services
     from stalwart_mp.imap.search_fresh import widen
 
-    filt = await widen(services, sel.acct, _Builder(session, sel).build(cmd.key))
+    builder = _Builder(session, sel)
+    await builder.prepare(cmd.key)
+    filt = await widen(services, sel.acct, builder.build(cmd.key))
     try:
         ids = await s.query(services.mail, sel.acct, filt,
                             fts=session.server.fts(), mailbox=sel.mid,

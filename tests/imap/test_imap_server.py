@@ -320,6 +320,15 @@ def test_fetch_envelope_and_macros(srv):
     _, data = conn.uid("FETCH", "1:*", "(EMAILID THREADID SAVEDATE PREVIEW)")
     assert re.search(rb"UID 1 EMAILID \(M\d+\) THREADID \(T\d+\) SAVEDATE \"\d\d-\w{3}-\d{4} "
                      rb"[\d:]{8} \+0000\" PREVIEW \"Hello Alice.\"", data[0]), data
+    # OBJECTID (RFC 8474 §6) and SAVEDATE (RFC 8514) search keys
+    emailid, threadid = re.search(rb"EMAILID \((M\d+)\) THREADID \((T\d+)\)", data[0]).groups()
+    assert conn.search(None, "EMAILID", emailid.decode())[1] == [b"1"]
+    assert conn.search(None, "THREADID", threadid.decode())[1] == [b"1"]
+    assert conn.search(None, "THREADID", "T999999")[1] == [b""]
+    today = time.strftime("%d-%b-%Y", time.gmtime())
+    assert conn.search(None, "SAVEDSINCE", today)[1] == [b"1"]
+    assert conn.search(None, "SAVEDBEFORE", today)[1] == [b""]
+    assert conn.search(None, "SAVEDATESUPPORTED")[1] == [b"1"]
     with pytest.raises(imaplib.IMAP4.error, match="beyond the last message"):
         conn.fetch("5", "FLAGS")
     conn.logout()
