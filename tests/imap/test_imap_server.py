@@ -857,3 +857,31 @@ def test_graceful_stop_says_bye(tmp_path):
         assert raw.closed()
     finally:
         server.stop()
+
+
+def test_list_extended_subscriptions_and_status_items(srv):
+    """LIST-EXTENDED (RFC 5258) selection and return options; STATUS items of RFC 9051,
+    RFC 7162, RFC 8474 and RFC 7889."""
+    raw = Raw(srv.ports["imap"])
+    raw.cmd(b"LOGIN alice alice-pw")
+    name = box_name().encode()
+    raw.cmd(b"CREATE %s/a" % name)
+    raw.cmd(b"UNSUBSCRIBE %s/a" % name)
+    lines = raw.cmd(b'LIST (SUBSCRIBED) "" "%s*"' % name)
+    assert lines == [b'* LIST (\\HasChildren \\Subscribed) "/" "%s"' % name,
+                     b"t OK LIST completed"]
+    lines = raw.cmd(b'LIST "" "%s*" RETURN (SUBSCRIBED)' % name)
+    assert lines[:2] == [b'* LIST (\\HasChildren \\Subscribed) "/" "%s"' % name,
+                         b'* LIST (\\HasNoChildren) "/" "%s/a"' % name]
+    assert raw.cmd(b'LSUB "" "%s*"' % name)[:-1] == [
+        b'* LSUB (\\HasChildren) "/" "%s"' % name]
+    assert raw.cmd(b'LIST (RECURSIVEMATCH) "" "*"')[-1].startswith(b"t BAD")
+    msg = b"Subject: s\r\n\r\nx\r\n"
+    raw.send(b"a APPEND %s (\\Deleted) {%d+}\r\n%s\r\n" % (name, len(msg), msg))
+    assert raw.line().startswith(b"a OK")
+    lines = raw.cmd(b"STATUS %s (MESSAGES DELETED DELETED-STORAGE HIGHESTMODSEQ MAILBOXID "
+                    b"APPENDLIMIT)" % name)
+    assert re.fullmatch(rb'\* STATUS "%s" \(MESSAGES 1 DELETED 1 DELETED-STORAGE %d '
+                        rb"HIGHESTMODSEQ \d+ MAILBOXID \(M\d+\) APPENDLIMIT 100000\)"
+                        % (name, len(msg)), lines[0]), lines
+    raw.close()
