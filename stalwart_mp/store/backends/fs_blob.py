@@ -31,6 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
+from stalwart_mp.store import forked
 from stalwart_mp.store.blob import BlobStore, is_blob_id
 from stalwart_mp.store.data import DataStore, StoreError
 
@@ -70,6 +71,7 @@ class FsBlobStore(BlobStore):
         self.root = Path(path).absolute()
         self.depth = depth
         self._pid = os.getpid()
+        self._fork_generation = forked.generation()
         self._closed = False
         self._durable_dirs: set[Path] = set()
         try:
@@ -85,7 +87,7 @@ class FsBlobStore(BlobStore):
     async def _run(self, what: str, blob_id: str, fn: Callable[..., T], *args: object) -> T:
         if self._closed:
             raise StoreError(f'store "{self.name}" is closed')
-        if os.getpid() != self._pid:
+        if forked.generation() != self._fork_generation:
             raise StoreError(
                 f'store "{self.name}": opened in process {self._pid}, used in process '
                 f"{os.getpid()}; open the store after fork, in the process using it"

@@ -38,6 +38,7 @@ from typing import TypeVar
 
 import lmdb
 
+from stalwart_mp.store import forked
 from stalwart_mp.store.backends.batch import (
     check_range,
     id_batch,
@@ -140,6 +141,7 @@ class LmdbStore(DataStore):
             raise StoreError(f'store "{name}": cannot open LMDB at {self.path}: {exc}') from exc
         self._env = self._shared.env
         self._pid = os.getpid()
+        self._fork_generation = forked.generation()
         self._closed = False
 
     # --- helpers --------------------------------------------------------------------------
@@ -147,7 +149,7 @@ class LmdbStore(DataStore):
     def _check(self) -> None:
         if self._closed:
             raise StoreError(f'store "{self.name}" is closed')
-        if os.getpid() != self._pid:
+        if forked.generation() != self._fork_generation:
             raise StoreError(
                 f'store "{self.name}": LMDB environment opened in process {self._pid} used in '
                 f"process {os.getpid()}; open the store after fork, in the process using it"

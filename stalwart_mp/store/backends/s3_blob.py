@@ -32,6 +32,7 @@ import boto3
 import botocore.config
 import botocore.exceptions
 
+from stalwart_mp.store import forked
 from stalwart_mp.store.blob import BlobStore
 from stalwart_mp.store.data import DataStore, StoreError
 
@@ -73,6 +74,7 @@ class S3BlobStore(BlobStore):
         self.prefix = prefix
         self.endpoint = endpoint or f"https://s3.{region}.amazonaws.com"
         self._pid = os.getpid()
+        self._fork_generation = forked.generation()
         self._closed = False
         config = botocore.config.Config(
             region_name=region,
@@ -128,7 +130,7 @@ class S3BlobStore(BlobStore):
     async def _run(self, fn: Callable[..., T], *args: object) -> T:
         if self._closed:
             raise StoreError(f'store "{self.name}" is closed')
-        if os.getpid() != self._pid:
+        if forked.generation() != self._fork_generation:
             raise StoreError(
                 f'store "{self.name}": opened in process {self._pid}, used in process '
                 f"{os.getpid()}; open the store after fork, in the process using it"

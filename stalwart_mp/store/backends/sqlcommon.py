@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Generic, TypeVar
 
+from stalwart_mp.store import forked
 from stalwart_mp.store.data import StoreError
 
 T = TypeVar("T")
@@ -66,13 +67,14 @@ class ExecutorMixin:
 
     def _start_executor(self, threads: int, prefix: str) -> None:
         self._pid = os.getpid()
+        self._fork_generation = forked.generation()
         self._closed = False
         self._executor = ThreadPoolExecutor(threads, thread_name_prefix=f"{prefix}-{self.name}")
 
     async def _in_thread(self, fn: Callable[..., T], *args: object) -> T:
         if self._closed:
             raise StoreError(f'store "{self.name}" is closed')
-        if os.getpid() != self._pid:
+        if forked.generation() != self._fork_generation:
             raise StoreError(
                 f'store "{self.name}": opened in process {self._pid}, used in process '
                 f"{os.getpid()}; open the store after fork, in the process using it"

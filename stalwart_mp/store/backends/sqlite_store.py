@@ -28,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
+from stalwart_mp.store import forked
 from stalwart_mp.store.backends.batch import (
     id_batch,
     keys_to_read,
@@ -48,6 +49,7 @@ class SqliteStore(ThreadedReads, DataStore):
         self.name = name
         self.path = Path(path)
         self._pid = os.getpid()
+        self._fork_generation = forked.generation()
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"sqlite-{name}")
         self._closed = False
         try:
@@ -74,7 +76,7 @@ class SqliteStore(ThreadedReads, DataStore):
     async def _in_thread(self, fn: Callable[..., T], *args: object) -> T:
         if self._closed:
             raise StoreError(f'store "{self.name}" is closed')
-        if os.getpid() != self._pid:
+        if forked.generation() != self._fork_generation:
             raise StoreError(
                 f'store "{self.name}": SQLite connection opened in process {self._pid} used in '
                 f"process {os.getpid()}; open the store after fork, in the process using it"
