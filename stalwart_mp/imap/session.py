@@ -19,7 +19,7 @@ from stalwart_mp.imap.protocol import commands as c
 from stalwart_mp.imap.protocol import reader as rd
 from stalwart_mp.imap.protocol import writer as w
 from stalwart_mp.imap.protocol.parser import ParseError, parse_command
-from stalwart_mp.worker.connection import outer_protocol
+from stalwart_mp.worker.connection import upgrade_to_tls
 
 log = logging.getLogger("stalwart_mp.imap")
 
@@ -434,18 +434,13 @@ class ImapSession(asyncio.Protocol):
                         extra={"fields": {"bytes": len(dropped)}})
         await self.flush()
         self._write(w.tagged(cmd.tag, "OK", "Begin TLS negotiation now"))
-        loop = asyncio.get_running_loop()
-        try:
-            self.transport = await loop.start_tls(
-                self.transport, outer_protocol(self.transport, self),
-                self.server.tls.server_context(), server_side=True,
-                ssl_handshake_timeout=self.server.handshake_timeout)
-        except (TimeoutError, OSError) as exc:
-            log.info("TLS handshake failed", extra={"fields": {"error": str(exc)}})
+        upgraded = await upgrade_to_tls(self.transport, self, self.server.tls.server_context(),
+                                        self.server.handshake_timeout)
+        if upgraded is None:
             self._close()
             return
+        self.transport = upgraded
         self.tls = True
-        return
 
     async def cmd_login(self, cmd: c.Login):
         if not self._clear_ok():

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from stalwart_mp import logs, metrics
 from stalwart_mp.smtp import protocol as p
 from stalwart_mp.smtp.replies import Reply, ehlo_reply, reply
-from stalwart_mp.worker.connection import outer_protocol
+from stalwart_mp.worker.connection import upgrade_to_tls
 
 log = logging.getLogger("stalwart_mp.smtp")
 
@@ -518,15 +518,12 @@ class SmtpSession(asyncio.Protocol):
         if trailing:
             log.warning("dropped commands sent before the TLS handshake",
                         extra={"fields": {"bytes": len(trailing)}})
-        loop = asyncio.get_running_loop()
-        try:
-            self.transport = await loop.start_tls(
-                self.transport, outer_protocol(self.transport, self),
-                self.server.tls.server_context(), server_side=True,
-                ssl_handshake_timeout=self.server.handshake_timeout)
-        except (TimeoutError, OSError) as exc:
-            log.info("TLS handshake failed", extra={"fields": {"error": str(exc)}})
+        upgraded = await upgrade_to_tls(self.transport, self, self.server.tls.server_context(),
+                                        self.server.handshake_timeout)
+        if upgraded is None:
             self._close()
+        else:
+            self.transport = upgraded
         self.principal = None
         self.tx = Transaction()
 

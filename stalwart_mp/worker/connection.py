@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+
+log = logging.getLogger("stalwart_mp.worker")
 
 
 @dataclass(slots=True)
@@ -115,3 +118,16 @@ def outer_protocol(transport: asyncio.BaseTransport, session: asyncio.BaseProtoc
     upgraded connection goes unseen and its counts leak."""
     protocol = transport.get_protocol()
     return protocol if protocol is not None else session
+
+
+async def upgrade_to_tls(transport: asyncio.BaseTransport, session: asyncio.BaseProtocol,
+                         context, handshake_timeout: float) -> asyncio.BaseTransport | None:
+    """STARTTLS on the server side (SMTP RFC 3207, IMAP RFC 9051 §6.2.1): the new transport,
+    or None when the handshake failed (logged; the caller closes the connection)."""
+    loop = asyncio.get_running_loop()
+    try:
+        return await loop.start_tls(transport, outer_protocol(transport, session), context,
+                                    server_side=True, ssl_handshake_timeout=handshake_timeout)
+    except (TimeoutError, OSError) as exc:
+        log.info("TLS handshake failed", extra={"fields": {"error": str(exc)}})
+        return None

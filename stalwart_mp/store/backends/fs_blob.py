@@ -123,29 +123,11 @@ class FsBlobStore(BlobStore):
     # --- primitives -----------------------------------------------------------------------
 
     def _ensure_sync(self, blob_id: str, data: bytes) -> None:
-        final = self.path_of(blob_id)
-        folder = final.parent
-        self._make_dirs(folder)
-        if final.exists():
-            _fsync_dir(folder)  # the writer that renamed it in may not have yet
+        temp = self._stage_sync(blob_id, data)
+        if temp is None:  # already there: the writer that renamed it in may not have synced
+            _fsync_dir(self.path_of(blob_id).parent)
             return
-        fd, temp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{blob_id[:16]}-", dir=folder)
-        try:
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(temp, final)
-        except BaseException:
-            try:
-                os.unlink(temp)
-            except FileNotFoundError:
-                pass
-            raise
-        _fsync_dir(folder)
+        self._publish_sync(blob_id, data, temp)
 
     def _stage_sync(self, blob_id: str, data: bytes) -> str | None:
         """A synced temporary file in the blob's folder (None: the blob is already there)."""
