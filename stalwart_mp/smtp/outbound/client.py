@@ -193,12 +193,17 @@ class SmtpClient:
     def _check_dane(self, records: list) -> None:
         """RFC 7672 §3: the certificate must match a DANE-EE record, or chain to a
         DANE-TA anchor with the MX host's name."""
-        from stalwart_mp.smtp.outbound.dane import matches_ee, trust_anchors_pem
+        from stalwart_mp.smtp.outbound.dane import (
+            chains_to,
+            matches_ee,
+            peer_chain,
+            trust_anchors,
+        )
 
         ssl_object = self._writer.get_extra_info("ssl_object")
-        leaf = ssl_object.getpeercert(binary_form=True) if ssl_object else None
-        ok = leaf is not None and (matches_ee(records, leaf) or
-                                   _chains_to(trust_anchors_pem(records), leaf, self.host))
+        chain = peer_chain(ssl_object) if ssl_object else []
+        ok = bool(chain) and (matches_ee(records, chain[0]) or
+                              chains_to(trust_anchors(records, chain), chain, self.host))
         if not ok:
             self._writer.close()
             raise SmtpError(f"DANE: the certificate of {self.host} matches no TLSA record",
@@ -364,18 +369,3 @@ def _context(verify: bool, ca_file: str = "") -> ssl.SSLContext:
     return ctx
 
 
-def _chains_to(anchors_pem: str, leaf_der: bytes, host: str) -> bool:
-    """Whether the leaf, with the host's name, is issued by one of the anchors (the peer's
-    intermediates are not available from Python's ssl: anchors must issue the leaf)."""
-    if not anchors_pem:
-        return False
-    from cryptography import x509
-    from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
-
-    try:
-        store = Store(x509.load_pem_x509_certificates(anchors_pem.encode()))
-        verifier = PolicyBuilder().store(store).build_server_verifier(x509.DNSName(host))
-        verifier.verify(x509.load_der_x509_certificate(leaf_der), [])
-    except (VerificationError, ValueError):
-        return False
-    return True

@@ -2,13 +2,13 @@
 
 Used only when the resolver vouches for the TLSA answer (the AD bit of a validating
 resolver, ``resolver.dnssec = true``): then TLS is mandatory and the certificate must match
-a usable record (§2.2). Usable here: DANE-EE (usage 3, §3.1.1: the server's own key or
-certificate; no name or expiry checks) with any selector (0 full certificate, 1
-SubjectPublicKeyInfo) and matching type (0 exact, 1 SHA-256, 2 SHA-512); and DANE-TA
-(usage 2) records that carry a whole trust-anchor certificate ("2 0 0"), checked by
-verifying the chain against that anchor with the MX host name (§3.2.2). PKIX-TA/PKIX-EE
-(usages 0 and 1) are not used for SMTP (§3.1.3). Authenticated records of which none is
-usable still make TLS mandatory, unauthenticated (§2.2).
+a usable record (§2.2). Usable: DANE-EE (usage 3, §3.1.1: the server's own key or
+certificate; no name or expiry checks) and DANE-TA (usage 2, §3.1.2: a trust anchor — a
+certificate the server presents in its chain, or the whole anchor certificate in a "2 0 0"
+record — to which the server's chain must lead, with the MX host's name, §3.2.2), each with
+any selector (0 full certificate, 1 SubjectPublicKeyInfo) and matching type (0 exact,
+1 SHA-256, 2 SHA-512). PKIX-TA/PKIX-EE (usages 0 and 1) are not used for SMTP (§3.1.3).
+Authenticated records of which none is usable still make TLS mandatory (§2.2).
 """
 from __future__ import annotations
 
@@ -20,11 +20,12 @@ from cryptography.hazmat.primitives import serialization
 from stalwart_mp.dns.resolver import TlsaRecord
 
 DANE_TA, DANE_EE = 2, 3
+_DER = 2  # ssl/_ssl ENCODING_DER, the format argument of Certificate.public_bytes
 
 
 def usable(records: list[TlsaRecord]) -> list[TlsaRecord]:
-    return [r for r in records if r.mtype in (0, 1, 2) and r.selector in (0, 1) and (
-        r.usage == DANE_EE or (r.usage == DANE_TA and r.selector == 0 and r.mtype == 0))]
+    return [r for r in records if r.mtype in (0, 1, 2) and r.selector in (0, 1)
+            and r.usage in (DANE_EE, DANE_TA)]
 
 
 def _digest(mtype: int, data: bytes) -> bytes:
@@ -49,14 +50,53 @@ def matches_ee(records: list[TlsaRecord], leaf_der: bytes) -> bool:
                == r.data for r in records)
 
 
-def trust_anchors_pem(records: list[TlsaRecord]) -> str:
-    """The DANE-TA "2 0 0" certificates, as PEM for ``ssl`` (cadata)."""
-    out = []
+def trust_anchors(records: list[TlsaRecord], chain_der: list[bytes]) -> list[x509.Certificate]:
+    """§3.1.2: the DANE-TA anchors — each issuer certificate the server presented
+    (``chain_der`` after the leaf) that a DANE-TA record names, and the whole
+    certificates of "2 0 0" records (which the server need not present)."""
+    anchors: list[x509.Certificate] = []
     for r in records:
-        if r.usage == DANE_TA and r.selector == 0 and r.mtype == 0:
-            cert = x509.load_der_x509_certificate(r.data)
-            out.append(cert.public_bytes(serialization.Encoding.PEM).decode())
-    return "".join(out)
+        if r.usage != DANE_TA:
+            continue
+        if r.selector == 0 and r.mtype == 0:
+            anchors.append(x509.load_der_x509_certificate(r.data))
+            continue
+        for der in chain_der[1:]:
+            if _digest(r.mtype, _selected(r.selector, der)) == r.data:
+                anchors.append(x509.load_der_x509_certificate(der))
+    return anchors
+
+
+def chains_to(anchors: list[x509.Certificate], chain_der: list[bytes], host: str) -> bool:
+    """Whether the presented chain (leaf first) leads to one of the anchors, for ``host``
+    (§3.2.2: with DANE-TA the name is checked, and the validity periods)."""
+    if not anchors or not chain_der:
+        return False
+    from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
+
+    try:
+        verifier = (PolicyBuilder().store(Store(anchors))
+                    .build_server_verifier(x509.DNSName(host)))
+        verifier.verify(x509.load_der_x509_certificate(chain_der[0]),
+                        [x509.load_der_x509_certificate(d) for d in chain_der[1:]])
+    except (VerificationError, ValueError):
+        return False
+    return True
+
+
+def peer_chain(ssl_object) -> list[bytes]:
+    """The certificates the server sent, leaf first, DER. Python 3.13 has
+    ``SSLObject.get_unverified_chain()``; 3.10-3.12 have it on the C object only."""
+    getter = getattr(ssl_object, "get_unverified_chain", None) or getattr(
+        getattr(ssl_object, "_sslobj", None), "get_unverified_chain", None)
+    chain = []
+    if getter is not None:
+        for cert in getter() or []:
+            chain.append(cert if isinstance(cert, bytes) else cert.public_bytes(_DER))
+    if not chain:
+        leaf = ssl_object.getpeercert(binary_form=True)
+        chain = [leaf] if leaf else []
+    return chain
 
 
 def tlsa_name(host: str, port: int) -> str:

@@ -42,7 +42,8 @@ class LocalCA:
         self.ca_file = str(self.folder / "ca.pem")
         Path(self.ca_file).write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
 
-    def server_context(self, *names: str) -> ssl.SSLContext:
+    def server_context(self, *names: str, with_ca: bool = False) -> ssl.SSLContext:
+        """``with_ca``: the server presents the CA certificate after its own."""
         key = ec.generate_private_key(ec.SECP256R1())
         now = datetime.datetime.now(datetime.UTC)
         cert = (
@@ -60,7 +61,8 @@ class LocalCA:
                            critical=False)
             .sign(self.key, hashes.SHA256()))
         stem = self.folder / names[0]
-        Path(f"{stem}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        Path(f"{stem}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM) + (
+            self.cert.public_bytes(serialization.Encoding.PEM) if with_ca else b""))
         Path(f"{stem}.key").write_bytes(key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption()))

@@ -131,3 +131,42 @@ async def test_dane_ta_anchor_with_another_name_is_refused(tmp_path, zone, sinks
         assert sink.count() == 0
     finally:
         await env.close()
+
+
+def _ca_spki_sha256(ca: LocalCA) -> str:
+    spki = ca.cert.public_key().public_bytes(serialization.Encoding.DER,
+                                             serialization.PublicFormat.SubjectPublicKeyInfo)
+    return hashlib.sha256(spki).hexdigest()
+
+
+async def test_dane_ta_digest_of_a_presented_anchor(tmp_path, zone, sinks):
+    """§3.1.2: "2 1 1" names the CA's key; the server presents the CA in its chain."""
+    ca = LocalCA()
+    sink = sinks(tls=True, context=ca.server_context("mx.dane.test", with_ca=True))
+    zone[1][f"_{sink.port}._tcp.mx.dane.test"] = {"TLSA": [f"2 1 1 {_ca_spki_sha256(ca)}"]}
+    env = await _env(tmp_path, zone, sink)
+    try:
+        await env.runner()
+        await env.queue(["bob@dane.test"])
+        await until(lambda: sink.count() == 1, "the delivery")
+        assert sink.messages[0].tls
+    finally:
+        await env.close()
+
+
+async def test_dane_ta_digest_needs_the_anchor_in_the_chain(tmp_path, zone, sinks):
+    """A digest-only DANE-TA record cannot be checked when the server does not present the
+    anchor: no delivery (the anchor's certificate is not known)."""
+    ca = LocalCA()
+    sink = sinks(tls=True, context=ca.server_context("mx.dane.test"))   # leaf only
+    zone[1][f"_{sink.port}._tcp.mx.dane.test"] = {"TLSA": [f"2 1 1 {_ca_spki_sha256(ca)}"]}
+    env = await _env(tmp_path, zone, sink)
+    try:
+        await env.runner()
+        qid = await env.queue(["bob@dane.test"])
+        await until(lambda: _attempted(env, qid), "the first attempt")
+        m = await manage.get_message(env.services.data, qid)
+        assert "matches no TLSA record" in m.recipients[0].reply
+        assert sink.count() == 0
+    finally:
+        await env.close()
