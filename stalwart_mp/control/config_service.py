@@ -22,11 +22,7 @@ from stalwart_mp.config.loader import Config, ConfigInvalid
 from stalwart_mp.config.schema import SCHEMA, ConfigError
 from stalwart_mp.control.auth import audit
 from stalwart_mp.control.gen.stalwart_mp.v1 import config_pb2, config_pb2_grpc, server_pb2
-from stalwart_mp.control.principals_service import (
-    CALL_TIMEOUT,
-    BackendUnavailable,
-    DirectoryBackend,
-)
+from stalwart_mp.control.principals_service import DirectoryBackend, on_data_store
 
 log = logging.getLogger("stalwart_mp.control")
 
@@ -90,17 +86,8 @@ class ConfigServicer(config_pb2_grpc.ConfigServicer):
         return self._data(context, stored.read_stored)
 
     def _data(self, context: grpc.ServicerContext, call: Any) -> Any:
-        if self.backend is None or self.config_path is None:
-            context.abort(grpc.StatusCode.UNAVAILABLE,
-                          "this control plane runs without a configuration: no data store")
-        try:
-            return self.backend.run_services(lambda services: call(services.data))
-        except BackendUnavailable as exc:
-            context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
-        except TimeoutError:
-            context.abort(grpc.StatusCode.DEADLINE_EXCEEDED,
-                          f"the data store did not answer within {CALL_TIMEOUT:.0f}s")
-        raise AssertionError("unreachable: abort raises")
+        return on_data_store(self.backend if self.config_path is not None else None,
+                             context, call)
 
     def _file_data(self, context: grpc.ServicerContext) -> dict:
         assert self.config_path is not None

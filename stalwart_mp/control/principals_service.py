@@ -45,6 +45,24 @@ class BackendUnavailable(Exception):
     """The stores cannot be opened (the message says why)."""
 
 
+def on_data_store(backend: DirectoryBackend | None, context: grpc.ServicerContext,
+                  call: Callable[[Any], Awaitable[T]]) -> T:
+    """``await call(data store)`` for a gRPC call, on the backend's loop: UNAVAILABLE
+    without a configuration or when the stores cannot be opened, DEADLINE_EXCEEDED when
+    they do not answer in time (the Config and Queue services)."""
+    if backend is None:
+        context.abort(grpc.StatusCode.UNAVAILABLE,
+                      "this control plane runs without a configuration: no data store")
+    try:
+        return backend.run_services(lambda services: call(services.data))
+    except BackendUnavailable as exc:
+        context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+    except TimeoutError:
+        context.abort(grpc.StatusCode.DEADLINE_EXCEEDED,
+                      f"the data store did not answer within {CALL_TIMEOUT:.0f}s")
+    raise AssertionError("unreachable: abort raises")
+
+
 class DirectoryBackend:
     """The control child's stores, used from gRPC threads through one background event loop.
 

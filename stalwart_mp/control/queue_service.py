@@ -14,11 +14,10 @@ import grpc
 from stalwart_mp.control.auth import audit
 from stalwart_mp.control.gen.stalwart_mp.v1 import queue_pb2, queue_pb2_grpc
 from stalwart_mp.control.principals_service import (
-    CALL_TIMEOUT,
     DEFAULT_PAGE,
     MAX_PAGE,
-    BackendUnavailable,
     DirectoryBackend,
+    on_data_store,
 )
 from stalwart_mp.control.status import timestamp
 from stalwart_mp.smtp.queue import manage
@@ -59,18 +58,7 @@ class QueueServicer(queue_pb2_grpc.QueueServicer):
 
     def _run(self, context: grpc.ServicerContext,
              call: Callable[[Any], Awaitable[T]]) -> T:
-        """``await call(data store)`` on the backend's loop; failures as gRPC statuses."""
-        if self.backend is None:
-            context.abort(grpc.StatusCode.UNAVAILABLE,
-                          "this control plane runs without a configuration: no queue")
-        try:
-            return self.backend.run_services(lambda services: call(services.data))
-        except BackendUnavailable as exc:
-            context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
-        except TimeoutError:
-            context.abort(grpc.StatusCode.DEADLINE_EXCEEDED,
-                          f"the data store did not answer within {CALL_TIMEOUT:.0f}s")
-        raise AssertionError("unreachable: abort raises")
+        return on_data_store(self.backend, context, call)
 
     def _found(self, context: grpc.ServicerContext, qid: int) -> QueuedMessage:
         if qid <= 0:
