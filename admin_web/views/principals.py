@@ -5,6 +5,7 @@ passwords, two-factor authentication) and delete with confirmation. Everything g
 from __future__ import annotations
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from markupsafe import Markup
 from werkzeug.wrappers import Response
 
 from admin_web.context import control, login_required
@@ -235,14 +236,24 @@ def revoke_app_password(name: str) -> Response:
 @login_required
 def enable_totp(name: str) -> Response | tuple[str, int]:
     """A new TOTP secret (replacing any previous one), shown once on the page it returns:
-    the otpauth:// URI and the base32 secret, as text (no QR code: it would need a new
-    dependency). CSRF is checked app-wide (CSRFProtect), as for every POST."""
+    as a QR code of the otpauth:// URI (what authenticator apps scan; inline SVG, so
+    nothing leaves the page), the URI and the base32 secret. CSRF is checked app-wide
+    (CSRFProtect), as for every POST."""
     try:
         enabled = control().principals.EnableTotp(pb.EnableTotpRequest(name=name))
     except ControlError as exc:
         flash(str(exc), "error")
         return redirect(url_for("principals.edit", kind="accounts", name=name))
-    return _page("accounts", name, 200, new_totp=enabled)
+    return _page("accounts", name, 200, new_totp=enabled,
+                 totp_qr=totp_qr_svg(enabled.otpauth_uri))
+
+
+def totp_qr_svg(uri: str) -> Markup:
+    """The otpauth:// URI as an inline SVG QR code (segno: our own output, safe markup)."""
+    import segno
+
+    return Markup(segno.make(uri, error="m").svg_inline(scale=4, border=2, dark="#000",
+                                                      light="#fff", title="TOTP key"))
 
 
 @bp.route("/accounts/<name>/totp/disable", methods=["POST"])

@@ -54,6 +54,12 @@ def test_enable_log_in_with_a_code_then_disable(app):
     uri = html.unescape(re.search(r'id="totp-uri" class="mono">([^<]+)<', shown.text)[1])
     secret = re.search(r'id="totp-secret" class="big">([A-Z2-7]+)<', shown.text)[1]
     assert totp.parse_uri(uri).secret == secret
+    # the same URI as a QR code an authenticator app scans (inline SVG, segno's matrix)
+    import segno
+    svg = re.search(r'<figure class="qr">(<svg.*?</svg>)', shown.text, re.S)[1]
+    expected = segno.make(uri, error="m")
+    assert f'width="{(expected.symbol_size(scale=4, border=2))[0]}"' in svg
+    assert "<title>TOTP key</title>" in svg
     # shown once: the page afterwards says it is on, without the key
     after = client.get(page).text
     assert "Disable two-factor authentication" in after and secret not in after
