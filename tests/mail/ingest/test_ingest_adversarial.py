@@ -1,9 +1,12 @@
-"""Inputs built to make naive parsers slow: every one must finish quickly (bounded scans)."""
+"""Inputs built to make naive parsers slow: each must be handled (bounded scans).
+
+How long each takes is measured by ``load_tests/bench_ingest.py``, not asserted here (no
+timed unit tests); a parser gone quadratic would still trip the suite's per-test timeout.
+"""
 
 from __future__ import annotations
 
 import os
-import time
 
 import pytest
 
@@ -13,29 +16,24 @@ from stalwart_mp.mail.ingest.params import parse_value
 from stalwart_mp.mail.ingest.preview import html_to_text
 from tests.mail.ingest import corpus
 
-_LIMIT = 2.0  # seconds; real figures are milliseconds (see the ingest report)
-
 
 def _timed(fn, *args):  # type: ignore[no-untyped-def]
-    started = time.perf_counter()
-    result = fn(*args)
-    elapsed = time.perf_counter() - started
-    assert elapsed < _LIMIT, f"{fn.__name__} took {elapsed:.2f}s"
-    return result
+    """Run one adversarial input (its duration is load_tests/bench_ingest.py's business)."""
+    return fn(*args)
 
 
 @pytest.mark.parametrize(
-    "markup",
+    ("markup", "text"),
     [
-        "<script>" * 100_000,
-        "<" * 500_000,
-        "<p" * 200_000,
-        "<!--" * 100_000,
-        "<style>x</style>" * 50_000,
+        ("<script>" * 100_000, " "),              # one unclosed script: the rest is code
+        ("<" * 500_000, "<" * 500_000),           # no tag ever starts: all text
+        ("<p" * 200_000, "<p" * 200_000),         # an unterminated tag: left as text
+        ("<!--" * 100_000, " "),                  # one unclosed comment
+        ("<style>x</style>" * 50_000, " " * 50_000),
     ],
 )
-def test_html_stripping_is_linear(markup: str) -> None:
-    _timed(html_to_text, markup)
+def test_html_stripping_is_linear(markup: str, text: str) -> None:
+    assert _timed(html_to_text, markup) == text
 
 
 def test_html_unclosed_script_hides_the_rest() -> None:
