@@ -90,7 +90,9 @@ async def deliver_for(folder: Path, size: int, concurrency: int, start_at: float
 
 
 def _process_main(args: tuple) -> tuple[int, int]:
-    return asyncio.run(deliver_for(*args))
+    import uvloop  # the event loop of the server's workers
+
+    return uvloop.run(deliver_for(*args))
 
 
 def run_case(folder: Path, size: int, concurrency: int, seconds: float, workers: int,
