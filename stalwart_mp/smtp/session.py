@@ -381,7 +381,7 @@ class SmtpSession(asyncio.Protocol):
         """SPF, DKIM, ARC, DMARC and iprev of an inbound message (RFC 8601): the
         Authentication-Results field to prepend, and the DMARC verdict to apply (None,
         "quarantine" or "reject")."""
-        from stalwart_mp.mail.ingest import parse_message
+        from stalwart_mp.mail.ingest import header_envelope
         from stalwart_mp.smtp.checks import (
             authentication_results,
             check_iprev,
@@ -403,7 +403,7 @@ class SmtpSession(asyncio.Protocol):
         iprev = await check_iprev(ip, resolver) if checks["iprev"] else None
         dmarc = None
         if checks["dmarc"]:
-            senders = parse_message(content).envelope.from_
+            senders = header_envelope(content).from_   # the From header alone
             domain = senders[0].host if senders and senders[0].host else ""
             dmarc = await evaluate_dmarc(domain or "", spf, dkim, resolver)
         value = authentication_results(self.server.hostname, spf=spf, dkim=dkim, arc=arc,

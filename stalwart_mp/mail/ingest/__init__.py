@@ -16,7 +16,7 @@ from stalwart_mp.mail.ingest.charsets import decode as decode_charset
 from stalwart_mp.mail.ingest.dates import parse_date
 from stalwart_mp.mail.ingest.envelope import Envelope, envelope_tree
 from stalwart_mp.mail.ingest.headers import Header, header_fields, split_headers
-from stalwart_mp.mail.ingest.message import ParsedMessage, parse_message
+from stalwart_mp.mail.ingest.message import ParsedMessage, header_envelope, parse_message
 from stalwart_mp.mail.ingest.mime import Part
 from stalwart_mp.mail.ingest.rfc2047 import decode_words
 from stalwart_mp.mail.ingest.serialize import StoredMessage, from_record, to_record
@@ -38,6 +38,7 @@ __all__ = [
     "decoded_text",
     "envelope_tree",
     "from_record",
+    "header_envelope",
     "header_fields",
     "normalize_id",
     "parse_address_list",

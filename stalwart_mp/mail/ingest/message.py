@@ -50,6 +50,14 @@ class ParsedMessage:
         return header_fields(raw, self.header_index, names, exclude=exclude)
 
 
+def header_envelope(raw: bytes, max_header_bytes: int = 1 << 20) -> Envelope:
+    """The ENVELOPE of ``raw`` from its top-level header block alone, without the MIME walk
+    (the MX's DMARC check needs only the From domain; delivery parses the whole message)."""
+    from stalwart_mp.mail.ingest.headers import split_headers
+
+    return build_envelope(split_headers(raw, 0, len(raw), max_header_bytes).headers)
+
+
 def parse_message(
     raw: bytes,
     *,

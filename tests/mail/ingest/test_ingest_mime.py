@@ -269,3 +269,14 @@ def test_section_numbers_reject_garbage() -> None:
     for bad in ("0", "01", "1.", "a", "-1", "2"):
         assert root.section(bad) is None
     assert root.section("") is root
+
+
+def test_header_envelope_matches_the_full_parse() -> None:
+    from stalwart_mp.mail.ingest import header_envelope
+
+    for raw in (corpus.simple(), corpus.multipart([corpus.text_part("x")]),
+                corpus.simple(From='"Doe, J." <j@example.net>, other@example.org'),
+                corpus.simple(From="=?utf-8?q?J=C3=BCrgen?= <j@example.de>"),
+                b"no headers at all"):
+        full = parse_message(raw).envelope
+        assert header_envelope(raw) == full
