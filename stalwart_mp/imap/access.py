@@ -2,9 +2,10 @@
 
 A session's own mailboxes are named by their paths; mailboxes other accounts shared with
 it (``SETACL``) appear in the other users' namespace as ``Shared Folders/<owner>/<path>``
-(RFC 2342 §5). Rights are the RFC 4314 §2.1 letters; the owner has them all. The sharing
-index of the mail model (0x49) lists what was shared with an account, so LIST does not
-scan other accounts.
+(RFC 2342 §5). Rights are the RFC 4314 §2.1 letters; the owner has them all; a user has
+the union of what is granted to their name and to "anyone" (§2). The sharing index of the
+mail model (0x49) lists what was shared with an account (and, under account id 0, with
+anyone), so LIST does not scan other accounts.
 """
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from stalwart_mp.mail.records import Mailbox
 
 SHARED_ROOT = "Shared Folders"
 ALL_RIGHTS = "lrswipkxtea"
+ANYONE = "anyone"   # RFC 4314 §2: every user
+ANYONE_ID = 0       # its grantee id in the sharing index (account ids start at 1)
 
 
 @dataclass(slots=True)
@@ -31,6 +34,19 @@ class Target:
 
 def is_shared_name(name: str) -> bool:
     return name == SHARED_ROOT or name.startswith(SHARED_ROOT + DELIMITER)
+
+
+def rights_of(box: Mailbox, user: str) -> str:
+    """The user's rights on another account's mailbox: granted to them or to anyone."""
+    granted = box.acl.get(user.lower(), "") + box.acl.get(ANYONE, "")
+    return "".join(r for r in ALL_RIGHTS if r in granted)
+
+
+async def grantee_account(session, identifier: str) -> int | None:
+    """The sharing index's id of an ACL identifier: an account's, or ANYONE_ID."""
+    if identifier.lower() == ANYONE:
+        return ANYONE_ID
+    return await owner_account(session, identifier)
 
 
 async def owner_account(session, owner: str) -> int | None:
@@ -63,7 +79,7 @@ async def resolve(session, name: str, folders: Folders | None = None) -> Target 
     box = owned.find(rest)
     if box is None:
         return None
-    rights = box.acl.get(session.principal.name.lower(), "")
+    rights = rights_of(box, session.principal.name)
     if "l" not in rights and "r" not in rights:
         return None
     return Target(acct, box, f"{SHARED_ROOT}/{owner}/{owned.path(box.id)}", rights, owner)
@@ -72,16 +88,18 @@ async def resolve(session, name: str, folders: Folders | None = None) -> Target 
 async def shared_targets(session) -> list[Target]:
     """Every mailbox shared with this session's account that it may list."""
     mail = session.services.mail
-    by_owner: dict[tuple[int, str], list[tuple[int, str]]] = {}
-    for owner_acct, mid, rights, owner in await mail.shared_with(session.acct):
-        if "l" in rights and owner:
-            by_owner.setdefault((owner_acct, owner), []).append((mid, rights))
+    by_owner: dict[tuple[int, str], set[int]] = {}
+    granted = [*await mail.shared_with(session.acct), *await mail.shared_with(ANYONE_ID)]
+    for owner_acct, mid, _rights, owner in granted:
+        if owner and owner_acct != session.acct:
+            by_owner.setdefault((owner_acct, owner), set()).add(mid)
     out = []
-    for (owner_acct, owner), entries in by_owner.items():
+    for (owner_acct, owner), mids in by_owner.items():
         owned = Folders(await mail.mailboxes(owner_acct))
-        for mid, rights in entries:
+        for mid in sorted(mids):
             box = owned.by_id.get(mid)
-            if box is not None:
+            rights = rights_of(box, session.principal.name) if box is not None else ""
+            if "l" in rights:   # the rights as the mailbox has them now, both grants
                 out.append(Target(owner_acct, box, f"{SHARED_ROOT}/{owner}/"
                                                    f"{owned.path(mid)}", rights, owner))
     return sorted(out, key=lambda t: t.path)

@@ -14,8 +14,8 @@ from stalwart_mp.imap import flags as fl
 from stalwart_mp.imap.access import (
     ALL_RIGHTS,
     SHARED_ROOT,
+    grantee_account,
     is_shared_name,
-    owner_account,
     resolve,
     shared_targets,
 )
@@ -499,12 +499,12 @@ async def cmd_setacl(session, cmd: c.Acl):
                  status="BAD")
     target = await _acl_target(session, cmd.mailbox)
     identifier = cmd.identifier.lower()
-    if identifier in ("anyone", "authenticated") or identifier.startswith("-"):
-        raise No("Rights are granted to accounts by name", "CANNOT")
+    if identifier == "authenticated" or identifier.startswith("-"):
+        raise No('Rights are granted to accounts by name, or to "anyone"', "CANNOT")
     owner = (target.owner or session.principal.name).lower()
     if identifier == owner:
         raise No("The owner always has every right", "CANNOT")
-    grantee_id = await owner_account(session, cmd.identifier)
+    grantee_id = await grantee_account(session, cmd.identifier)
     if grantee_id is None:
         raise No(f'No account "{cmd.identifier}"', "NONEXISTENT")
     current = target.box.acl.get(identifier, "")
@@ -522,7 +522,7 @@ async def cmd_setacl(session, cmd: c.Acl):
 
 async def cmd_deleteacl(session, cmd: c.Acl):
     target = await _acl_target(session, cmd.mailbox)
-    grantee_id = await owner_account(session, cmd.identifier)
+    grantee_id = await grantee_account(session, cmd.identifier)
     if grantee_id is not None:
         owner = (target.owner or session.principal.name).lower()
         await session.services.mail.set_acl(target.acct, target.box.id,

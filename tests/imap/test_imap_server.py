@@ -809,6 +809,40 @@ def test_acl_shared_mailboxes_between_accounts(srv):
     carol.close()
 
 
+def test_acl_anyone_shares_with_every_user(srv):
+    """RFC 4314 §2: rights granted to "anyone" apply to every user, united with what is
+    granted to the user by name; revoking "anyone" hides the mailbox again."""
+    alice = Raw(srv.ports["imap"])
+    alice.cmd(b"LOGIN alice alice-pw")
+    notice = box_name().encode()
+    alice.cmd(b"CREATE " + notice)
+    alice.send(b"a APPEND %s {%d+}\r\n%s\r\n" % (notice, len(MESSAGE), MESSAGE))
+    assert alice.line().startswith(b"a OK")
+    assert alice.cmd(b"SETACL %s anyone lr" % notice) == [b"t OK SETACL completed"]
+    assert alice.cmd(b"SETACL %s dave w" % notice) == [b"t OK SETACL completed"]
+    assert alice.cmd(b"GETACL " + notice)[0] == \
+        b'* ACL "%s" alice lrswipkxtea anyone lr dave w' % notice
+    assert alice.cmd(b"SETACL %s authenticated lr" % notice)[-1].startswith(b"t NO [CANNOT]")
+    shared = b"Shared Folders/alice/" + notice
+    for user, rights in ((b"erin", b"lr"), (b"dave", b"lrw")):
+        other = Raw(srv.ports["imap"])
+        other.cmd(b"LOGIN %s %s-pw" % (user, user))
+        assert b'* LIST (\\HasNoChildren) "/" "%s"' % shared in \
+            other.cmd(b'LIST "" "Shared Folders/alice/*"'), user
+        assert other.cmd(b'MYRIGHTS "%s"' % shared)[0] == \
+            b'* MYRIGHTS "%s" %s' % (shared, rights)
+        lines = other.cmd(b'EXAMINE "%s"' % shared)
+        assert b"* 1 EXISTS" in lines
+        other.close()
+    assert alice.cmd(b"DELETEACL %s anyone" % notice)[-1] == b"t OK DELETEACL completed"
+    erin = Raw(srv.ports["imap"])
+    erin.cmd(b"LOGIN erin erin-pw")
+    assert erin.cmd(b'LIST "" "Shared Folders/alice/*"') == [b"t OK LIST completed"]
+    assert erin.cmd(b'EXAMINE "%s"' % shared)[-1].startswith(b"t NO [NONEXISTENT]")
+    erin.close()
+    alice.close()
+
+
 def test_imap4rev2_search_answers_with_esearch(srv):
     conn = connect(srv)
     name = new_box(conn, MESSAGE, MESSAGE)
