@@ -12,7 +12,19 @@ SYSTEM = {"\\seen": "$seen", "\\answered": "$answered", "\\flagged": "$flagged",
 _BACK = {"$seen": "\\Seen", "$answered": "\\Answered", "$flagged": "\\Flagged",
          "$draft": "\\Draft", "$deleted": "\\Deleted", "$forwarded": "$Forwarded",
          "$mdnsent": "$MDNSent", "$junk": "$Junk", "$notjunk": "$NotJunk",
-         "$phishing": "$Phishing", "$important": "$Important"}
+         "$phishing": "$Phishing", "$important": "$Important",
+         # IANA "IMAP and JMAP Keywords" registry (RFC 9051 §2.3.2, RFC 5788) spellings
+         "$submitpending": "$SubmitPending", "$submitted": "$Submitted",
+         "$notphishing": "$NotPhishing", "$autosent": "$AutoSent",
+         "$hasattachment": "$HasAttachment", "$hasnoattachment": "$HasNoAttachment",
+         "$muted": "$Muted", "$followed": "$Followed", "$memo": "$Memo",
+         "$hasmemo": "$HasMemo", "$unsubscribed": "$Unsubscribed",
+         "$canunsubscribe": "$CanUnsubscribe", "$isnotification": "$IsNotification",
+         "$istrusted": "$IsTrusted", "$imported": "$Imported",
+         # clients that compare case-sensitively: Apple Mail's flag colours, Thunderbird's
+         # pre-$ junk keywords
+         "$mailflagbit0": "$MailFlagBit0", "$mailflagbit1": "$MailFlagBit1",
+         "$mailflagbit2": "$MailFlagBit2", "junk": "Junk", "nonjunk": "NonJunk"}
 FLAGS = ["\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft", "$Forwarded",
          "$MDNSent", "$Junk", "$NotJunk", "$Phishing"]
 

@@ -843,6 +843,23 @@ def test_acl_anyone_shares_with_every_user(srv):
     alice.close()
 
 
+def test_registered_keywords_keep_their_spelling(srv):
+    """Keywords are case-insensitive (stored in lower case, as JMAP has them); the
+    registered ones and those clients compare case-sensitively (Apple Mail's flag colours,
+    Thunderbird's NonJunk) come back in their usual spelling."""
+    conn = connect(srv)
+    name = new_box(conn, MESSAGE)
+    conn.select(name)
+    typ, data = conn.store("1", "+FLAGS", "($MailFlagBit0 NonJunk $Forwarded $label1)")
+    assert typ == "OK"
+    typ, data = conn.fetch("1", "(FLAGS)")
+    flags = re.search(rb"FLAGS \(([^)]*)\)", data[0])[1].split()
+    assert set(flags) >= {b"$MailFlagBit0", b"NonJunk", b"$Forwarded", b"$label1"}
+    typ, data = conn.search(None, "KEYWORD", "$mailflagbit0")   # case-insensitive
+    assert data[0] == b"1"
+    conn.logout()
+
+
 def test_imap4rev2_search_answers_with_esearch(srv):
     conn = connect(srv)
     name = new_box(conn, MESSAGE, MESSAGE)
