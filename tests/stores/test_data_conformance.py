@@ -482,11 +482,14 @@ async def test_killed_writer_leaves_no_partial_batch(settings: dict[str, Any]) -
                 return time.monotonic()
 
     try:
-        started = await asyncio.to_thread(until, "start")
+        await asyncio.to_thread(until, "start")
         child_end.close()  # only now: the child has surely received its end
+        await asyncio.to_thread(until, "done")
+        # Time a warm write (batch 1: the first one may grow the store's files, and so be
+        # slower than the next), then kill the writer somewhere inside batch 2.
+        started = await asyncio.to_thread(until, "start")
         one_batch = await asyncio.to_thread(until, "done") - started
-        # The writer went straight on into batch 1: kill it somewhere inside that write.
-        await asyncio.sleep(random.uniform(0.05, 0.9) * one_batch)
+        await asyncio.sleep(random.uniform(0.05, 0.7) * one_batch)
         proc.kill()
         await asyncio.to_thread(proc.join, 30)
     finally:
