@@ -67,7 +67,8 @@ class Indexer:
             if done < self.batch:
                 self.wake.clear()
                 try:
-                    await asyncio.wait_for(self.wake.wait(), timeout=10)
+                    async with asyncio.timeout(10):
+                        await self.wake.wait()
                     # let a burst of deliveries accumulate: one commit indexes them all
                     await asyncio.sleep(GATHER_DELAY)
                 except TimeoutError:

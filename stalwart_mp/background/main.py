@@ -50,7 +50,8 @@ async def _main(ctx: ChildContext) -> int:
         except (StoreError, DirectoryUnavailable, OSError) as exc:
             log.error("stores unavailable; retrying", extra={"fields": {"error": str(exc)}})
         try:
-            await asyncio.wait_for(stop.wait(), delay)
+            async with asyncio.timeout(delay):
+                await stop.wait()
             await events.close()
             return 0
         except TimeoutError:

@@ -283,7 +283,8 @@ class LocalEventBus(EventBus):
         self._pings[ping_id] = waiter
         self._send(frames.encode(frames.Ping(ping_id)))
         try:
-            await asyncio.wait_for(asyncio.shield(waiter), self.sync_timeout)
+            async with asyncio.timeout(self.sync_timeout):
+                await asyncio.shield(waiter)
         except TimeoutError:
             log.warning("event bus: hub did not answer within %.1fs", self.sync_timeout)
         finally:

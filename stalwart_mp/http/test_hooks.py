@@ -38,7 +38,8 @@ def add_routes(app: web.Application, worker) -> None:
 
         sub = worker.events.subscribe(request.query["topic"], deliver)
         try:
-            data = await asyncio.wait_for(got, float(request.query.get("timeout", "5")))
+            async with asyncio.timeout(float(request.query.get("timeout", "5"))):
+                data = await got
         except TimeoutError:
             return web.json_response({"pid": os.getpid(), "timeout": True}, status=504)
         finally:

@@ -165,7 +165,8 @@ class Worker:
         timeout = self.cfg.get("server.graceful-timeout")
         shutdowns = [server.shutdown() for server in self.servers.values()]
         try:
-            await asyncio.wait_for(asyncio.gather(*shutdowns, return_exceptions=True), timeout)
+            async with asyncio.timeout(timeout):
+                await asyncio.gather(*shutdowns, return_exceptions=True)
         except TimeoutError:
             log.warning("drain timeout: closing remaining connections")
         if self._services_task is not None:
@@ -320,7 +321,8 @@ async def _readable(loop: asyncio.AbstractEventLoop, conn: socket.socket,
     fut = loop.create_future()
     loop.add_reader(conn.fileno(), lambda: fut.done() or fut.set_result(True))
     try:
-        return await asyncio.wait_for(fut, timeout)
+        async with asyncio.timeout(timeout):
+            return await fut
     except TimeoutError:
         return False
     finally:

@@ -113,9 +113,8 @@ async def check_spf(ip: str, helo: str, mail_from: str, resolver: Resolver,
     query = _Query(_bridge(asyncio.get_running_loop(), resolver),
                    i=str(address), s=mail_from, h=helo, receiver=receiver)
     try:
-        result, _code, explanation = await asyncio.wait_for(
-            asyncio.to_thread(query.check), TOTAL_TIMEOUT
-        )
+        async with asyncio.timeout(TOTAL_TIMEOUT):
+            result, _code, explanation = await asyncio.to_thread(query.check)
     except TimeoutError:
         return SpfResult("temperror", domain, "SPF check took too long", scope, identity)
     return SpfResult(result, domain, explanation or "", scope, identity)

@@ -132,11 +132,10 @@ class SmtpClient:
         verify = (verify or tls in ("starttls", "implicit")) and dane is None
         context = _context(verify, ca_file) if tls == "implicit" else None
         try:
-            self._reader, self._writer = await asyncio.wait_for(
-                asyncio.open_connection(self.ip, self.port, ssl=context,
-                                        server_hostname=self.host if context else None,
-                                        limit=1 << 20),
-                connect_timeout)
+            async with asyncio.timeout(connect_timeout):
+                self._reader, self._writer = await asyncio.open_connection(
+                    self.ip, self.port, ssl=context,
+                    server_hostname=self.host if context else None, limit=1 << 20)
         except (OSError, TimeoutError, ssl.SSLError) as exc:
             raise SmtpError(f"cannot connect to {self.host}[{self.ip}]:{self.port}: "
                             f"{exc or type(exc).__name__}",
@@ -177,10 +176,9 @@ class SmtpClient:
             raise SmtpError(f"{self.host} refused STARTTLS: {r}",
                             "starttls-not-supported" if dane is not None else None)
         try:
-            await asyncio.wait_for(
-                self._writer.start_tls(_context(verify and dane is None, self.ca_file),
-                                       server_hostname=self.host),
-                self.command_timeout)
+            async with asyncio.timeout(self.command_timeout):
+                await self._writer.start_tls(_context(verify and dane is None, self.ca_file),
+                                             server_hostname=self.host)
         except (OSError, TimeoutError, ssl.SSLError) as exc:
             await self.close()
             raise SmtpError(f"TLS with {self.host} failed: {exc}",
@@ -311,7 +309,8 @@ class SmtpClient:
             return
         try:
             self._write(b"QUIT\r\n")
-            await asyncio.wait_for(self._read(), 5)
+            async with asyncio.timeout(5):
+                await self._read()
         except (SmtpError, TimeoutError):
             pass
         await self.close()
@@ -320,7 +319,8 @@ class SmtpClient:
         if self._writer is not None and not self._writer.is_closing():
             self._writer.close()
             try:
-                await asyncio.wait_for(self._writer.wait_closed(), 5)
+                async with asyncio.timeout(5):
+                    await self._writer.wait_closed()
             except (OSError, TimeoutError, ssl.SSLError):
                 pass
 
@@ -339,8 +339,8 @@ class SmtpClient:
         code = 0
         while True:
             try:
-                raw = await asyncio.wait_for(self._reader.readline(),
-                                             timeout or self.command_timeout)
+                async with asyncio.timeout(timeout or self.command_timeout):
+                    raw = await self._reader.readline()
             except TimeoutError:
                 await self.close()
                 raise SmtpError(f"{self.host} timed out") from None

@@ -96,8 +96,11 @@ class Runner:
                 if time.monotonic() - last_expire > self.settings.idle:
                     await self.pool.expire()
                     last_expire = time.monotonic()
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for returns normally
+                # when the wake and a cancel land together, and the cancel is lost (gh-86296)
                 try:
-                    await asyncio.wait_for(self.wake.wait(), wait)
+                    async with asyncio.timeout(wait):
+                        await self.wake.wait()
                 except TimeoutError:
                     pass
         finally:
