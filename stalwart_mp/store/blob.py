@@ -367,7 +367,8 @@ def open_blob_store(name: str, settings: Mapping[str, Any], data_store: DataStor
             from stalwart_mp.store.backends.fs_blob import FsBlobStore
 
             o = parse_store_options(name, kind, settings)
-            return FsBlobStore(name, o["path"], links=data_store, depth=o["depth"])
+            return FsBlobStore(name, o["path"], links=data_store, depth=o["depth"],
+                               sync=o["sync"])
         if kind == "s3":
             from stalwart_mp.store.backends.s3_blob import S3BlobStore
 

@@ -7,7 +7,7 @@ redis/memcached key prefix, declared with the lookup stores, and a key is declar
 """
 from __future__ import annotations
 
-from stalwart_mp.config.schema import REQUIRED, SCHEMA, Int, Setting, Str
+from stalwart_mp.config.schema import REQUIRED, SCHEMA, Choice, Int, Setting, Str
 
 FS = ("fs",)
 S3 = ("s3",)
@@ -22,6 +22,21 @@ SCHEMA.add(
             'its hash ("ab/cd/abcd..." with 2), so no folder grows past a few thousand '
             "entries. 0 puts every blob in the store's folder. Do not change it once blobs "
             "are stored: existing ones would no longer be found."
+        ),
+        when=("type", FS),
+    ),
+    Setting(
+        "store.*.sync",
+        Choice("filesystem", "file"),
+        "filesystem",
+        help=(
+            'How new blobs are made durable before a message is acknowledged. "filesystem" '
+            "(group sync): the blobs written by concurrent deliveries are flushed together "
+            "by one syncfs(2) of the store's file system — much faster under load; it also "
+            "flushes whatever else is waiting to be written on that file system, so keep "
+            'the blobs on a file system of their own if others write a lot to it. "file": '
+            "every blob file and its folder are fsync'ed one by one. Linux has syncfs; "
+            'elsewhere "file" is used.'
         ),
         when=("type", FS),
     ),

@@ -12,6 +12,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ import pytest
 
 from stalwart_mp.store import blob as blob_module
 from stalwart_mp.store.backends.data_blob import CHUNK_SIZE, DataBlobStore, head_key
+from stalwart_mp.store.backends import fs_blob
 from stalwart_mp.store.backends.fs_blob import TEMP_PREFIX, FsBlobStore
 from stalwart_mp.store.backends.s3_blob import S3BlobStore
 from stalwart_mp.store.blob import (
@@ -35,7 +37,8 @@ from tests.stores import backends
 from tests.stores.s3_server import MotoServer
 
 SPAWN = multiprocessing.get_context("spawn")
-KINDS = ("fs", "s3", "data-lmdb", "data-sqlite", "data-postgresql", "data-mysql", "data-memory")
+KINDS = ("fs", "fs-file", "s3", "data-lmdb", "data-sqlite", "data-postgresql", "data-mysql",
+         "data-memory")
 MULTI_PROCESS = tuple(k for k in KINDS if k != "data-memory")
 MIB = 1024 * 1024
 
@@ -62,10 +65,12 @@ def kind(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture
 def case(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Case]:
-    if kind in ("fs", "s3"):
+    if kind in ("fs", "fs-file", "s3"):
         links = backends.settings_for("lmdb", tmp_path)
-        if kind == "fs":
+        if kind == "fs":   # group sync (syncfs)
             settings = {"type": "fs", "path": str(tmp_path / "blobs")}
+        elif kind == "fs-file":   # every file and folder fsync'ed
+            settings = {"type": "fs", "path": str(tmp_path / "blobs"), "sync": "file"}
         else:
             server: MotoServer = request.getfixturevalue("moto_server")
             settings = server.settings(server.new_bucket(), **{"key-prefix": "mail/"})
@@ -408,7 +413,7 @@ async def test_concurrent_puts_from_processes(case: Case, blobs: BlobStore) -> N
         assert [p.name for p in blobs.blob_files()] == [blob_id]
 
 
-@pytest.mark.parametrize("kind", ["fs", "data-lmdb", "data-sqlite"], indirect=True)
+@pytest.mark.parametrize("kind", ["fs", "fs-file", "data-lmdb", "data-sqlite"], indirect=True)
 async def test_put_is_durable_when_it_returns(case: Case) -> None:
     rng = random.Random(8)
     items = [rng.randbytes(n) for n in (0, 1, 4096, CHUNK_SIZE + 9, 2 * MIB)]
@@ -451,6 +456,51 @@ async def test_fs_depth_and_leftover_temporaries(tmp_path: Path) -> None:
     await links.close()
 
 
+async def test_fs_group_sync_covers_every_put_that_waited(tmp_path: Path, monkeypatch) -> None:
+    """Puts whose renames land while a syncfs runs are made durable by ONE next syncfs,
+    started after them, never by the one already running."""
+    links = open_data_store("data", {"type": "memory"})
+    store = open_blob_store("g", {"type": "fs", "path": str(tmp_path / "g")}, links)
+    assert isinstance(store, FsBlobStore) and store.group_sync
+    release, calls = threading.Event(), []
+
+    def slow_syncfs(fd: int) -> None:
+        calls.append(len(store._sync_waiters))   # callers waiting for a LATER sync
+        release.wait(30)
+
+    monkeypatch.setattr(fs_blob, "_syncfs", slow_syncfs)
+    first = asyncio.ensure_future(store.put(b"first"))
+    while not calls:   # the first put's sync is running (blocked)
+        await asyncio.sleep(0.01)
+    others = [asyncio.ensure_future(store.put(b"other %d" % n)) for n in range(9)]
+    while len(store._sync_waiters) < 9:
+        await asyncio.sleep(0.01)
+    assert not first.done() and not any(o.done() for o in others)
+    release.set()
+    ids = await asyncio.gather(first, *others)
+    assert calls == [0, 0] and store.syncs == 2   # one sync for the nine that waited
+    assert [await store.get(i) for i in ids] == [b"first"] + [b"other %d" % n for n in range(9)]
+    await store.close()
+    await links.close()
+
+
+@pytest.mark.parametrize("sync", ["filesystem", "file"])
+async def test_fs_rewrites_a_blob_cut_short_by_a_crash(tmp_path: Path, sync: str) -> None:
+    """A final name whose data never reached the disk (renamed, then a crash before the
+    sync) has the wrong size: the next put of that content writes it again."""
+    links = open_data_store("data", {"type": "memory"})
+    store = open_blob_store("c", {"type": "fs", "path": str(tmp_path / "c"), "sync": sync},
+                            links)
+    data = b"x" * 5000
+    blob_id = blob_id_of(data)
+    store.path_of(blob_id).parent.mkdir(parents=True)
+    store.path_of(blob_id).write_bytes(b"")   # what a crash can leave
+    assert await store.put(data) == blob_id
+    assert store.path_of(blob_id).read_bytes() == data
+    await store.close()
+    await links.close()
+
+
 # --- opening, errors ------------------------------------------------------------------------------
 
 
@@ -482,6 +532,8 @@ async def test_data_blob_store_reuses_the_data_store(tmp_path: Path) -> None:
         ({"type": "memcached"}, 'store "b": a memcached store cannot hold blobs'),
         ({"type": "fs"}, 'store "b": "path" is required for a fs store'),
         ({"type": "fs", "path": "/tmp/x", "depth": 9}, "depth = 9: expected an integer"),
+        ({"type": "fs", "path": "/tmp/x", "sync": "never"},
+         "sync = 'never': expected one of \"filesystem\", \"file\""),
         ({"type": "s3"}, 'store "b": "bucket" is required for a s3 store'),
         ({"type": "s3", "bucket": "Bad_Bucket"}, "bucket = 'Bad_Bucket': expected a bucket"),
         ({"type": "s3", "bucket": "ok-b", "endpoint": "ftp://x"}, "endpoint = 'ftp://x'"),
