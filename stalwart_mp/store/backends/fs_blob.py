@@ -38,9 +38,9 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import itertools
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -60,6 +60,7 @@ TEMP_PREFIX = ".tmp-"
 TEMP_MAX_AGE = 3600.0
 # Blobs up to this size are written on the event loop's thread in "filesystem" sync mode.
 INLINE_WRITE_MAX = 256 * 1024
+_TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
 
 
 def _unlink_quietly(path: str) -> None:
@@ -90,7 +91,7 @@ def _syncfs(fd: int) -> None:
         raise OSError(err, f"syncfs: {os.strerror(err)}")
 
 
-def _has_size(path: Path, size: int) -> bool:
+def _has_size(path: str, size: int) -> bool:
     """Whether the file exists with ``size`` bytes: a blob renamed in but cut short by a
     crash before its sync (group sync) has the wrong size, and is written again."""
     try:
@@ -99,7 +100,7 @@ def _has_size(path: Path, size: int) -> bool:
         return False
 
 
-def _fsync_dir(path: Path) -> None:
+def _fsync_dir(path: str | Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
@@ -134,9 +135,11 @@ class FsBlobStore(BlobStore):
         self._pid = os.getpid()
         self._fork_generation = forked.generation()
         self._closed = False
-        self._durable_dirs: set[Path] = set()
+        self._durable_dirs: set[str] = set()
+        self._root = str(self.root)
+        self._temp_counter = itertools.count()
         try:
-            self._make_dirs(self.root)
+            self._make_dirs(self._root)
         except OSError as exc:
             raise StoreError(f'store "{name}": cannot use folder {self.root}: {exc}') from exc
         self._executor = ThreadPoolExecutor(threads, thread_name_prefix=f"blob-fs-{name}")
@@ -174,29 +177,34 @@ class FsBlobStore(BlobStore):
 
     # --- folders --------------------------------------------------------------------------
 
-    def _make_dirs(self, folder: Path) -> None:
+    def _make_dirs(self, folder: str) -> None:
         """Create ``folder`` and its parents, and make every entry on the path durable.
 
-        The first time this process uses a folder, its PARENT is fsync'ed (that is where
-        the folder's entry lives), whoever created it: another process may have made it
-        and been killed before syncing. The folder's own entries (the blob's name) are
-        fsync'ed by the writer after its rename. Each level is remembered separately, so
-        a new shard folder costs one fsync of its parent, not one per level.
+        Group sync: the sync after the put covers them. Otherwise, the first time this
+        process uses a folder, its PARENT is fsync'ed (that is where the folder's entry
+        lives), whoever created it: another process may have made it and been killed
+        before syncing. The folder's own entries (the blob's name) are fsync'ed by the
+        writer after its rename. Each level is remembered separately, so a new shard
+        folder costs one fsync of its parent, not one per level.
         """
         if folder in self._durable_dirs:
             return
-        folder.mkdir(parents=True, exist_ok=True)
-        if self.group_sync:   # the group sync after the put makes them durable
+        os.makedirs(folder, exist_ok=True)
+        if self.group_sync:
             self._durable_dirs.add(folder)
             return
-        chain = [folder, *folder.parents]
+        path = Path(folder)
+        chain = [path, *path.parents]
         top = chain.index(self.root) if self.root in chain else len(chain) - 1
         for d in reversed(chain[: top + 1]):   # root first, so a parent is durable before
-            if d not in self._durable_dirs:
+            if str(d) not in self._durable_dirs:
                 _fsync_dir(d.parent)
-                self._durable_dirs.add(d)
+                self._durable_dirs.add(str(d))
 
-    # --- primitives -----------------------------------------------------------------------
+    # --- primitives (on plain strings: pathlib costs more than the system calls here) -----
+
+    def _folder_of(self, blob_id: str) -> str:
+        return os.path.join(self._root, *(blob_id[2 * i : 2 * i + 2] for i in range(self.depth)))
 
     def _ensure_sync(self, blob_id: str, data: bytes) -> None:
         """The blob under its final name: written unless already there. Durable on return
@@ -204,18 +212,18 @@ class FsBlobStore(BlobStore):
         temp = self._stage_sync(blob_id, data)
         if temp is None:  # already there: the writer that renamed it in may not have synced
             if not self.group_sync:
-                _fsync_dir(self.path_of(blob_id).parent)
+                _fsync_dir(self._folder_of(blob_id))
             return
-        self._rename_sync(self.path_of(blob_id), temp)
+        self._rename_sync(blob_id, temp)
 
     def _stage_sync(self, blob_id: str, data: bytes) -> str | None:
         """A temporary file in the blob's folder, fsync'ed in "file" mode (None: the blob is
         already there)."""
-        final = self.path_of(blob_id)
-        self._make_dirs(final.parent)
-        if _has_size(final, len(data)):
+        folder = self._folder_of(blob_id)
+        self._make_dirs(folder)
+        if _has_size(os.path.join(folder, blob_id), len(data)):
             return None
-        fd, temp = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{blob_id[:16]}-", dir=final.parent)
+        fd, temp = self._create_temp(folder, blob_id)
         try:
             try:
                 view = memoryview(data)
@@ -230,20 +238,31 @@ class FsBlobStore(BlobStore):
             raise
         return temp
 
+    def _create_temp(self, folder: str, blob_id: str) -> tuple[int, str]:
+        """A new temporary file, named after the blob, this process and a counter."""
+        while True:
+            temp = os.path.join(folder, f"{TEMP_PREFIX}{blob_id[:16]}-{self._pid}-"
+                                        f"{next(self._temp_counter)}")
+            try:
+                return os.open(temp, _TEMP_FLAGS, 0o600), temp
+            except FileExistsError:   # left by an earlier process that had our pid
+                continue
+
     def _publish_sync(self, blob_id: str, data: bytes, temp: str | None) -> None:
         if temp is None:  # it was there when staged; a collector may have taken it since
             self._ensure_sync(blob_id, data)
             return
-        self._rename_sync(self.path_of(blob_id), temp)
+        self._rename_sync(blob_id, temp)
 
-    def _rename_sync(self, final: Path, temp: str) -> None:
+    def _rename_sync(self, blob_id: str, temp: str) -> None:
+        folder = self._folder_of(blob_id)
         try:
-            os.replace(temp, final)
+            os.replace(temp, os.path.join(folder, blob_id))
         except BaseException:
             _unlink_quietly(temp)
             raise
         if not self.group_sync:
-            _fsync_dir(final.parent)
+            _fsync_dir(folder)
 
     async def _synced(self) -> None:
         """"filesystem" mode: return once a syncfs that STARTED after this call has
@@ -276,7 +295,7 @@ class FsBlobStore(BlobStore):
 
     def _read_sync(self, blob_id: str, start: int, end: int | None) -> bytes | None:
         try:
-            f = open(self.path_of(blob_id), "rb")  # noqa: SIM115 - closed below
+            f = open(os.path.join(self._folder_of(blob_id), blob_id), "rb")  # noqa: SIM115
         except FileNotFoundError:
             return None
         with f:
@@ -285,12 +304,12 @@ class FsBlobStore(BlobStore):
             return f.read() if end is None else f.read(end - start)
 
     def _erase_sync(self, blob_id: str) -> bool:
-        final = self.path_of(blob_id)
+        folder = self._folder_of(blob_id)
         try:
-            final.unlink()
+            os.unlink(os.path.join(folder, blob_id))
         except FileNotFoundError:
             return False
-        _fsync_dir(final.parent)  # else a crash could bring back a blob with no record
+        _fsync_dir(folder)  # else a crash could bring back a blob with no record
         return True
 
     def _purge_temps_sync(self, max_age: float) -> None:
@@ -327,7 +346,8 @@ class FsBlobStore(BlobStore):
         return await self._run("read", blob_id, self._read_sync, blob_id, start, end)
 
     async def _contains(self, blob_id: str) -> bool:
-        return await self._run("find", blob_id, self.path_of(blob_id).is_file)
+        return await self._run("find", blob_id, os.path.isfile,
+                               os.path.join(self._folder_of(blob_id), blob_id))
 
     async def _erase(self, blob_id: str) -> bool:
         return await self._run("delete", blob_id, self._erase_sync, blob_id)
