@@ -46,13 +46,16 @@ class _Staged:
     touched: bool = False
 
     def clone(self) -> _Staged:
-        """A copy deep enough for rollback: records are cloned, raw bytes and link tuples
-        (immutable) are shared. Much cheaper than ``copy.deepcopy`` on every operation."""
+        """A copy for rollback. The record dicts are copied shallow: the records themselves
+        stay shared until the next operation touches one, which gets its own copy then
+        (``AccountTx.mailbox``/``email``), so a snapshot costs O(1) Python work per
+        operation instead of cloning everything the round staged so far. Raw bytes and
+        link tuples are immutable."""
         c = self.change
         return _Staged(
             state=copy.copy(self.state),
-            mailboxes={k: m.clone() for k, m in self.mailboxes.items()},
-            emails={k: (e.clone() if e is not None else None) for k, e in self.emails.items()},
+            mailboxes=dict(self.mailboxes),
+            emails=dict(self.emails),
             puts=dict(self.puts),
             links=list(self.links),
             change=Change(c.modseq, list(c.emails_created), list(c.emails_updated),
@@ -72,6 +75,9 @@ class AccountTx:
         self._s: _Staged | None = None
         self._loaded_mailboxes: dict[int, Mailbox | None] = {}
         self._loaded_emails: dict[int, Email | None] = {}
+        # records the running operation has its own copy of (not shared with its snapshot)
+        self._own_mailboxes: set[int] = set()
+        self._own_emails: set[int] = set()
 
     async def load(self, create: bool = False) -> None:
         raw = await self.data.get(keys.account(self.acct))
@@ -112,7 +118,11 @@ class AccountTx:
     async def mailbox(self, mid: int) -> Mailbox | None:
         s = self._s
         if mid in s.mailboxes:
-            return s.mailboxes[mid]
+            m = s.mailboxes[mid]
+            if mid not in self._own_mailboxes:   # shared with the snapshot: copy on access
+                m = s.mailboxes[mid] = m.clone()
+                self._own_mailboxes.add(mid)
+            return m
         if mid not in self._loaded_mailboxes:
             raw = await self.data.get(keys.mailbox(self.acct, mid))
             self._loaded_mailboxes[mid] = Mailbox.unpack(mid, raw) if raw else None
@@ -120,12 +130,17 @@ class AccountTx:
         if cached is None:
             return None
         s.mailboxes[mid] = cached.clone()
+        self._own_mailboxes.add(mid)
         return s.mailboxes[mid]
 
     async def email(self, eid: int) -> Email | None:
         s = self._s
         if eid in s.emails:
-            return s.emails[eid]
+            e = s.emails[eid]
+            if e is not None and eid not in self._own_emails:   # copy on access, as above
+                e = s.emails[eid] = e.clone()
+                self._own_emails.add(eid)
+            return e
         if eid not in self._loaded_emails:
             raw = await self.data.get(keys.email(self.acct, eid))
             self._loaded_emails[eid] = Email.unpack(eid, raw) if raw else None
@@ -133,6 +148,7 @@ class AccountTx:
         if cached is None:
             return None
         s.emails[eid] = cached.clone()
+        self._own_emails.add(eid)
         return s.emails[eid]
 
     def staged_mailboxes(self) -> dict[int, Mailbox]:
@@ -149,6 +165,7 @@ class AccountTx:
         modseq = self.modseq()
         mailbox.modseq = modseq
         self._s.mailboxes[mailbox.id] = mailbox
+        self._own_mailboxes.add(mailbox.id)
         target = self.change.mailboxes_created if created else self.change.mailboxes_updated
         if mailbox.id not in target and mailbox.id not in self.change.mailboxes_created:
             target.append(mailbox.id)
@@ -165,6 +182,7 @@ class AccountTx:
     def put_email(self, email: Email, created: bool = False) -> None:
         email.modseq = self.modseq()
         self._s.emails[email.id] = email
+        self._own_emails.add(email.id)
         target = self.change.emails_created if created else self.change.emails_updated
         if email.id not in target and email.id not in self.change.emails_created:
             target.append(email.id)
@@ -192,6 +210,9 @@ class AccountTx:
     # --- round mechanics ------------------------------------------------------------
 
     def snapshot(self) -> _Staged:
+        """Taken before each operation: what ``restore`` rolls back to if it raises."""
+        self._own_mailboxes.clear()
+        self._own_emails.clear()
         return self._s.clone()
 
     def restore(self, snapshot: _Staged) -> None:

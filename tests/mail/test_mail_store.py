@@ -167,6 +167,32 @@ async def test_group_commit_merges_concurrent_appends(mail):
     assert rounds <= 5, f"50 concurrent appends took {rounds} commits"
 
 
+async def test_a_failing_operation_rolls_back_alone_within_its_round(mail):
+    """Operations of one round share staged records; one that changes a record staged by
+    an earlier operation and then raises leaves that earlier change intact."""
+    inbox = await _inbox(mail)
+    first = await _append(mail, inbox, b"first")
+    blob = await mail.blobs.put(b"second")
+
+    async def breaks_after_touching(tx):
+        m = await tx.mailbox(inbox)
+        m.uidnext += 100                     # the staged mailbox the append changed ...
+        (await tx.email(first.email_id)).keywords.append("$broken")
+        tx.put_mailbox(m)
+        raise RuntimeError("refused")        # ... and then this operation fails
+
+    results = await asyncio.gather(
+        mail.append(ACCT, [inbox], blob_id=blob, size=6, metadata={}),
+        mail.committer.run(ACCT, breaks_after_touching),
+        mail.set_keywords(ACCT, [first.email_id], add=["$ok"]),
+        return_exceptions=True)
+    assert isinstance(results[1], RuntimeError)
+    assert results[0].uids[inbox] == 2
+    box = await mail.mailbox(ACCT, inbox)
+    assert (box.uidnext, box.total) == (3, 2)
+    assert (await mail.email(ACCT, first.email_id)).keywords == ["$ok"]
+
+
 def _appender(path: str, count: int, queue) -> None:
     async def run():
         from pathlib import Path
