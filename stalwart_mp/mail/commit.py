@@ -274,6 +274,7 @@ class GroupCommitter:
         self._worker: asyncio.Task | None = None
         self.rounds = 0      # commits made (for tests and metrics)
         self.operations = 0  # operations committed
+        self.conflicts = 0   # rounds re-run because another process committed first
 
     async def run(self, acct: int, op: Callable[[AccountTx], Awaitable[T]],
                   *, create: bool = False) -> T:
@@ -325,6 +326,7 @@ class GroupCommitter:
                 if len(batch):
                     await self.data.write(batch)
             except AssertionFailed:
+                self.conflicts += 1
                 await asyncio.sleep(0)  # another process committed first: re-read, re-run
                 continue
             self.rounds += 1
