@@ -33,6 +33,7 @@ from .replies import Reply
 AUTH_MAX_LINE = 12288  # RFC 4954 §4: AUTH command and responses may be this long
 _DATA_FLUSH = 8192  # DATA content without LF is consumed in pieces of this size
 _SMUGGLE = re.compile(rb"(?:\r\n|\n|\r)\.(?:\r\n|\n|\r)")
+_END_OF_DATA = b"\r\n.\r\n"  # RFC 5321 §4.1.1.4
 _KEYWORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*\Z")  # RFC 5321 §4.1.2 esmtp-keyword
 _VALUE = re.compile(r"[\x21-\x3c\x3e-\x7e\u0080-\U0010ffff]+\Z")  # esmtp-value (+RFC 6531 §3.3)
 _MECHANISM = re.compile(r"[A-Z0-9_-]{1,20}\Z")  # RFC 4954 §4 / RFC 4422 §3.1
@@ -366,8 +367,7 @@ class SmtpProtocol:
         self._size = 0
         self._too_big = False
         self._smuggled = False
-        self._ctx = b"\r\n"
-        self._line_start = True
+        self._ctx = b"\r\n"  # the last 2 raw DATA bytes read (CRLF before the first)
         self._bdat_remaining = 0
         self._bdat_last = False
         self._bdat_size = 0
@@ -376,7 +376,7 @@ class SmtpProtocol:
 
     def _start_data(self) -> None:
         self._parts, self._size, self._too_big, self._smuggled = [], 0, False, False
-        self._ctx, self._line_start = b"\r\n", True
+        self._ctx = b"\r\n"
         self.state = State.DATA
 
     def _parse(self) -> Event | None:
@@ -659,36 +659,41 @@ class SmtpProtocol:
         return BdatChunk(self._bdat_size)
 
     def _read_data(self) -> Event | None:
-        """RFC 5321 §4.5.2 (transparency) and §4.1.1.4 (end of data), line by line."""
-        while True:
-            i = self._buf.find(b"\n")
-            if i < 0:
-                if len(self._buf) <= _DATA_FLUSH:
-                    return None
-                # a very long line: consume all but 2 bytes (a CR + dot may straddle)
-                segment = bytes(self._buf[:-2])
-                del self._buf[:-2]
-            else:
-                segment = bytes(self._buf[: i + 1])
-                del self._buf[: i + 1]
-                if self._line_start and self._ctx == b"\r\n" and segment == b".\r\n":
-                    return self._end_data()
-            self._data_segment(segment)
+        """RFC 5321 §4.5.2 (transparency) and §4.1.1.4 (end of data), a whole read at a time:
+        bytes methods find the end, the stuffed dots and the smuggling patterns, so a
+        message costs a few C-level scans, not Python work per line."""
+        # The last 2 raw bytes already consumed (``_ctx``, always 2 bytes) go in front, so a
+        # CRLF, a stuffed dot or a smuggling pattern split across two reads is seen whole.
+        window = self._ctx + self._buf
+        end = window.find(_END_OF_DATA)
+        if end >= 0:
+            self._consume_data(window, end + 2)  # the content keeps the CRLF before the dot
+            del self._buf[: end + 3]  # ... and the ".\r\n" after it is dropped
+            return self._end_data()
+        take = window.rfind(b"\n", 2) + 1  # complete lines only (0: none yet)...
+        if len(window) - max(take, 2) > _DATA_FLUSH:
+            take = len(window) - 2  # ...unless one is very long: keep 2 (CR + dot may straddle)
+        if take > 2:
+            self._consume_data(window, take)
+            del self._buf[: take - 2]
+        return None
 
-    def _data_segment(self, segment: bytes) -> None:
-        if _SMUGGLE.search(self._ctx + segment):
+    def _consume_data(self, window: bytes, take: int) -> None:
+        """Add ``window[2:take]`` (raw DATA bytes after the 2 context bytes) to the message."""
+        piece = window[:take]
+        if (b"\n." in piece or b"\r." in piece) and _SMUGGLE.search(piece):
             self._smuggled = True
-        stored = segment
-        if self._line_start and self._ctx == b"\r\n" and segment.startswith(b"."):
-            stored = segment[1:]  # RFC 5321 §4.5.2: drop the stuffed leading dot
-        if not self._too_big:
-            self._size += len(stored)
-            if self._size > self.max_message_size:
-                self._too_big, self._parts = True, []
-            else:
-                self._parts.append(stored)
-        self._line_start = segment.endswith(b"\n")
-        self._ctx = (self._ctx + segment)[-2:]
+        self._ctx = piece[-2:]
+        if self._too_big:
+            return
+        # RFC 5321 §4.5.2: a dot that starts a line was added by the client: drop it. The
+        # context's CRLF stays as it is, so the content still starts at offset 2.
+        content = piece.replace(b"\r\n.", b"\r\n")[2:]
+        self._size += len(content)
+        if self._size > self.max_message_size:
+            self._too_big, self._parts = True, []
+        else:
+            self._parts.append(content)
 
     def _end_data(self) -> Event:
         content = b"".join(self._parts)

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import base64
+import re
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from stalwart_mp.smtp import protocol
 from stalwart_mp.smtp import replies as r
 from stalwart_mp.smtp.address import AddressError, decode_xtext, parse_path
 from stalwart_mp.smtp.protocol import (
@@ -583,3 +585,67 @@ def test_fuzz_data_content_round_trip(content):
                            for ln in body.split(b"\r\n"))
     events = run(TRANSACTION + stuffed + b".\r\n")
     assert events[4] == MessageData(body)
+
+
+def _reference_data(stream: bytes, max_size: int) -> tuple[object, bytes]:
+    """RFC 5321 §4.5.2 / §4.1.1.4 the slow, obvious way: one line at a time. Returns the
+    event for the DATA content at the start of ``stream`` and the bytes left after it."""
+    parts, size, smuggled, prev = [], 0, False, b"\r\n"  # prev: the 2 raw bytes before
+    pos = 0
+    while True:
+        nl = stream.find(b"\n", pos)
+        if nl < 0:
+            return None, b""
+        line, pos = stream[pos:nl + 1], nl + 1
+        if prev == b"\r\n" and line == b".\r\n":
+            break
+        if re.search(rb"(?:\r\n|\n|\r)\.(?:\r\n|\n|\r)", prev + line):
+            smuggled = True
+        kept = line[1:] if prev == b"\r\n" and line.startswith(b".") else line
+        size += len(kept)
+        parts.append(kept)
+        prev = (prev + line)[-2:]
+    if smuggled:
+        return Refused(r.SMUGGLING), stream[pos:]
+    if size > max_size:
+        return Refused(r.MESSAGE_TOO_BIG), stream[pos:]
+    return MessageData(b"".join(parts)), stream[pos:]
+
+
+DATA_ALPHABET = st.sampled_from([b"\r\n", b"\n", b"\r", b".", b"..", b"x", b"\r\n.\r\n",
+                                 b"\r\n.", b".\r\n", b"abc"])
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.one_of(DATA_ALPHABET, st.binary(max_size=8)), max_size=60),
+       st.lists(st.integers(min_value=1, max_value=12), min_size=1, max_size=20),
+       st.integers(min_value=0, max_value=80), st.sampled_from([8192, 3, 7]))
+def test_fuzz_data_reading_matches_line_by_line_model(pieces, cuts, max_size, flush):
+    """DATA is read a whole buffer at a time (bytes.find/replace, not a loop per line): any
+    content, fed in any pieces, gives the event and the leftover a line-by-line reader gives:
+    the same end, unstuffing, smuggling refusal and size limit. A small ``flush`` makes
+    every long line go through the partial-line path."""
+    saved, protocol._DATA_FLUSH = protocol._DATA_FLUSH, flush
+    try:
+        _check_data_against_model(pieces, cuts, max_size)
+    finally:
+        protocol._DATA_FLUSH = saved
+
+
+def _check_data_against_model(pieces: list[bytes], cuts: list[int], max_size: int) -> None:
+    stream = b"".join(pieces) + b"\r\n.\r\nNOOP\r\n"
+    expected, rest = _reference_data(stream, max_size)
+    p = greeted(max_message_size=max_size)
+    for line in (b"MAIL FROM:<a@example.org>\r\n", b"RCPT TO:<b@example.net>\r\n",
+                 b"DATA\r\n"):
+        one(p, line)
+    events, pos, i = [], 0, 0
+    while pos < len(stream):
+        size = cuts[i % len(cuts)]
+        p.receive_data(stream[pos:pos + size])
+        pos, i = pos + size, i + 1
+        events += drain(p)
+    assert events[0] == expected
+    after = greeted()  # what follows the end of data is read as commands
+    after.receive_data(rest)
+    assert events[1:] == drain(after)
