@@ -10,7 +10,7 @@ the empty line RFC 5322 §2.1 requires), or at the end of the part.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from stalwart_mp.mail.ingest import charsets, rfc2047
 
@@ -28,10 +28,10 @@ class Header:
     value: bytes
     start: int
     end: int
+    lname: str = field(init=False, repr=False, compare=False)  # compared many times per parse
 
-    @property
-    def lname(self) -> str:
-        return self.name.lower()
+    def __post_init__(self) -> None:
+        self.lname = self.name.lower()
 
     def unfolded(self) -> bytes:
         return unfold(self.value)
@@ -47,7 +47,8 @@ class Header:
 
 def unfold(value: bytes) -> bytes:
     """RFC 5322 §2.2.3: remove each line end that is followed by WSP; stray ones become spaces."""
-    value = _FOLD.sub(b"", value)
+    if b"\n" in value:  # most fields are not folded: no regex pass for them
+        value = _FOLD.sub(b"", value)
     if b"\n" in value or b"\r" in value:
         value = _EOL.sub(b" ", value)
     return value

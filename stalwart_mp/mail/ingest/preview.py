@@ -60,8 +60,12 @@ def collapse(text: str) -> str:
 
 
 def make_preview(text: str) -> str:
-    """At most 256 characters, whitespace collapsed (RFC 8621 §4.1.4)."""
-    size = PREVIEW_CHARS * 8
+    """At most 256 characters, whitespace collapsed (RFC 8621 §4.1.4).
+
+    Only a head of the text is collapsed, grown until it gives enough characters: the
+    collapse of a prefix is a prefix of the collapse of the whole, so the start size changes
+    the cost, never the result."""
+    size = PREVIEW_CHARS * 2
     head = collapse(text[:size])
     while len(head) < PREVIEW_CHARS and size < len(text):  # mostly whitespace so far
         size *= 4

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -17,7 +19,9 @@ from stalwart_mp.mail.ingest import (
 )
 from stalwart_mp.mail.ingest.addresses import parse_address_list
 from stalwart_mp.mail.ingest.dates import parse_date
+from stalwart_mp.mail.ingest.headers import unfold
 from stalwart_mp.mail.ingest.params import parse_value
+from stalwart_mp.mail.ingest.preview import collapse, make_preview
 from stalwart_mp.mail.ingest.rfc2047 import decode_words
 
 _PIECES = [
@@ -68,3 +72,28 @@ def test_field_parsers_never_raise(text: str) -> None:
     parse_value(text)
     decode_words(text)
     parse_date(text)
+
+
+_TEXT_PIECES = st.sampled_from([" ", "\n", "\r\n", "\t", "\u00a0", "\u2028", "\x1c", "word",
+                                "é", "x" * 300, " " * 700, "\n" * 900])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(_TEXT_PIECES, st.text(max_size=30)), max_size=40))
+def test_preview_from_a_head_equals_collapsing_the_whole_text(pieces: list[str]) -> None:
+    """make_preview collapses only a head of the body, grown as needed: the result is the
+    first 256 characters of the whole text with its whitespace collapsed."""
+    text = "".join(pieces)
+    whole = collapse(text)
+    assert make_preview(text) == (whole if len(whole) <= 256 else whole[:256].rstrip())
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from([b"a", b" ", b"\t", b"\r\n", b"\n", b"\r", b"\r\n ",
+                                 b"\n\t", b"=?x?="]), max_size=20))
+def test_unfold_matches_the_two_regex_passes(pieces: list[bytes]) -> None:
+    """unfold skips its regex passes when there is no line end: same result as always
+    running them (RFC 5322 §2.2.3 unfolding, stray line ends to spaces)."""
+    value = b"".join(pieces)
+    expected = re.sub(rb"[\r\n]+", b" ", re.sub(rb"\r?\n(?=[ \t])", b"", value))
+    assert unfold(value) == expected
