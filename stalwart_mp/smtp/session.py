@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import email.utils
+import functools
 import logging
 import time
 from dataclasses import dataclass, field
@@ -23,6 +24,12 @@ from stalwart_mp.worker.connection import upgrade_to_tls
 log = logging.getLogger("stalwart_mp.smtp")
 
 MAX_ERRORS = 20  # protocol errors before the session is dropped (421)
+
+# the replies of every transaction, built once
+_MAIL_OK = reply(250, "2.1.0", "OK")
+_RCPT_OK = reply(250, "2.1.5", "OK")
+_DATA_GO = reply(354, None, "Start mail input; end with <CRLF>.<CRLF>")
+_ACCEPTED = reply(250, "2.0.0", "Message accepted")
 
 
 @dataclass(slots=True)
@@ -48,6 +55,7 @@ class SmtpSession(asyncio.Protocol):
         self._task: asyncio.Task | None = None
         self._sasl = None
         self._idle: asyncio.TimerHandle | None = None
+        self._last_active = 0.0  # loop time of the last bytes received (idle timeout)
         self._greeted = False
 
     # --- transport ------------------------------------------------------------------
@@ -92,11 +100,22 @@ class SmtpSession(asyncio.Protocol):
             self._task.cancel()
 
     def _touch(self) -> None:
-        if self._idle is not None:
-            self._idle.cancel()
-        self._idle = asyncio.get_running_loop().call_later(self.server.timeout, self._timeout)
+        """Note activity. The idle timer is not moved on every read (a cancel and a new
+        timer each time): when it fires early it re-arms itself for the time left."""
+        loop = asyncio.get_running_loop()
+        self._last_active = loop.time()
+        if self._idle is None:
+            self._idle = loop.call_at(self._last_active + self.server.timeout, self._timeout)
 
     def _timeout(self) -> None:
+        self._idle = None
+        if self.transport is None or self.transport.is_closing():
+            return
+        due = self._last_active + self.server.timeout
+        loop = asyncio.get_running_loop()
+        if loop.time() < due:  # bytes came in since the timer was set
+            self._idle = loop.call_at(due, self._timeout)
+            return
         self._write_unsolicited(reply(421, "4.4.2", f"{self.server.hostname} idle timeout"))
         self._close()
 
@@ -169,7 +188,7 @@ class SmtpSession(asyncio.Protocol):
             case p.RcptTo():
                 return await self._rcpt_to(event)
             case p.Data():
-                return reply(354, None, "Start mail input; end with <CRLF>.<CRLF>")
+                return _DATA_GO
             case p.BdatChunk():
                 return reply(250, "2.0.0", f"{event.size} octets received")
             case p.MessageData():
@@ -254,7 +273,7 @@ class SmtpSession(asyncio.Protocol):
         if limited:
             return limited
         self.tx = Transaction(event.address, event.params)
-        return reply(250, "2.1.0", "OK")
+        return _MAIL_OK
 
     async def _rate_limited(self) -> Reply | None:
         """Per-IP (MX) and per-account (submission) message rates, in the lookup store."""
@@ -287,7 +306,7 @@ class SmtpSession(asyncio.Protocol):
             if self.kind == "smtp" and self.server.greylist and await self._greylisted(event):
                 return reply(451, "4.7.1", "Greylisted, please try again later")
             self.tx.local.append(event.address)
-            return reply(250, "2.1.5", "OK")
+            return _RCPT_OK
         if result.status == Status.UNKNOWN:
             return reply(550, "5.1.1", f"Mailbox <{event.address}> does not exist")
         if result.status == Status.DISABLED:
@@ -332,15 +351,16 @@ class SmtpSession(asyncio.Protocol):
         if tx.remote:
             queue_id = await self._enqueue(raw, tx)
         if self.kind == "lmtp":  # RFC 2033 §4.2: one reply per accepted recipient
-            metrics.messages_received_total.labels(self.kind).inc()
+            _received_counter(self.kind).inc()
             return [_delivery_reply(r) for r in local_results]
         temporary = [r for r in local_results if r.status not in (Status.DELIVERED,)
                      and not r.permanent]
         if temporary:
             return reply(451, "4.3.0", "Temporary failure for some recipients, try again")
-        metrics.messages_received_total.labels(self.kind).inc()
-        note = f" queued as {queue_id}" if queue_id else ""
-        return reply(250, "2.0.0", f"Message accepted{note}")
+        _received_counter(self.kind).inc()
+        if queue_id is None:
+            return _ACCEPTED
+        return reply(250, "2.0.0", f"Message accepted queued as {queue_id}")
 
     async def _dkim_sign(self, content: bytes, tx: Transaction) -> bytes:
         """DKIM-Signature fields for a submitted message (smtp/outbound/dkim_sign.py):
@@ -429,7 +449,7 @@ class SmtpSession(asyncio.Protocol):
         if with_ == "ESMTP":
             with_ += "S" if self.proto.tls else ""
             with_ += "A" if self.principal is not None else ""  # RFC 3848
-        date = email.utils.format_datetime(datetime.now(UTC))  # "+0000": UTC, known
+        date = _received_date()
         return (f"Received: from {helo} ([{self.info.remote_ip}])\r\n"
                 f"\tby {self.server.hostname} (stalwart-mp) with {with_} id "
                 f"{self.info.id};\r\n\t{date}\r\n").encode()
@@ -526,6 +546,25 @@ class SmtpSession(asyncio.Protocol):
             self.transport = upgraded
         self.principal = None
         self.tx = Transaction()
+
+
+_date_cache: tuple[int, str] = (-1, "")
+
+
+def _received_date() -> str:
+    """The Received field's date (RFC 5322 §3.3, "+0000": UTC, known), formatted once per
+    second: every message accepted in that second carries the same text."""
+    global _date_cache
+    now = int(time.time())
+    if _date_cache[0] != now:
+        _date_cache = (now, email.utils.format_datetime(datetime.fromtimestamp(now, UTC)))
+    return _date_cache[1]
+
+
+@functools.cache
+def _received_counter(kind: str):
+    """messages_received_total{kind}: ``labels()`` takes a lock and builds a key each call."""
+    return metrics.messages_received_total.labels(kind)
 
 
 def _is_domain(name: str) -> bool:

@@ -405,6 +405,23 @@ def test_idle_timeout_421_then_closed(env: Env) -> None:
         c.close()
 
 
+def test_idle_timeout_counts_from_the_last_bytes_received(env: Env) -> None:
+    """The idle timer is re-armed lazily (not moved on every read): a client that keeps
+    talking outlives the 2 s timeout, and is closed 2 s after it stops."""
+    c = Raw.connect(env.port("mx_idle"))
+    try:
+        assert c.cmd("EHLO client.remote.test")[0] == 250
+        for _ in range(7):  # 3.5 s of activity, longer than the timeout
+            time.sleep(0.5)
+            assert c.cmd("NOOP")[0] == 250
+        started = time.monotonic()
+        assert c.reply() == (421, f"4.4.2 {HOSTNAME} idle timeout")
+        assert 1.5 < time.monotonic() - started < 8
+        assert c.at_eof()
+    finally:
+        c.close()
+
+
 # --- DKIM and DMARC on the MX ------------------------------------------------------------
 
 def _signed(env: Env, mid: str, sender: str = "news@signed.test") -> bytes:
