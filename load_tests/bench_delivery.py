@@ -55,14 +55,16 @@ async def setup_accounts(folder: Path, accounts: int) -> None:
 
 
 async def deliver_for(folder: Path, size: int, concurrency: int, start_at: float,
-                      seconds: float, first: int, accounts: int) -> tuple[int, int, int]:
+                      seconds: float, first: int, accounts: int,
+                      blob_sync: str = "filesystem") -> tuple[int, int, int]:
     """One process's share: ``concurrency`` deliveries at a time from ``start_at`` for
     ``seconds``; returns (deliveries, commits, rounds re-run after a conflict with the
     other processes). Stores opened as stalwart_mp/services.py
     opens them in a worker: writes coalesced into group commits, directory cached."""
     data = CoalescingDataStore(open_data_store("data", {"type": "lmdb",
                                                         "path": str(folder / "lmdb")}))
-    blobs = open_blob_store("blobs", {"type": "fs", "path": str(folder / "blobs")}, data)
+    blobs = open_blob_store("blobs", {"type": "fs", "path": str(folder / "blobs"),
+                                      "sync": blob_sync}, data)
     directory = InternalDirectory(data)
     committer = GroupCommitter(data, blobs)
     delivery = Delivery(MailStore(data, committer), blobs, CachedDirectory(directory))
@@ -100,14 +102,14 @@ def _process_main(args: tuple) -> tuple[int, int, int]:
 
 
 def run_case(folder: Path, size: int, concurrency: int, seconds: float, workers: int,
-             accounts: int) -> dict:
+             accounts: int, blob_sync: str = "filesystem") -> dict:
     """``concurrency`` deliveries at a time spread over ``workers`` processes, as the
     server's workers share the connections (each process group-commits its own)."""
     asyncio.run(setup_accounts(folder, accounts))
     procs = max(1, min(workers, concurrency))
     shares = [concurrency // procs + (1 if i < concurrency % procs else 0) for i in range(procs)]
     start_at = time.time() + 1.0 + 0.2 * procs   # every process opened and warmed up first
-    jobs = [(folder, size, share, start_at, seconds, i * 10_000_000, accounts)
+    jobs = [(folder, size, share, start_at, seconds, i * 10_000_000, accounts, blob_sync)
             for i, share in enumerate(shares)]
     with multiprocessing.get_context("fork").Pool(procs) as pool:
         results = pool.map(_process_main, jobs)
@@ -127,6 +129,9 @@ def main() -> None:
                         help="processes sharing the deliveries, as the server's workers "
                         "(server.workers defaults to the number of CPUs; default: %(default)s); "
                         "1 shows one process's group commit alone")
+    parser.add_argument("--blob-sync", choices=("filesystem", "file"), default="filesystem",
+                        help="the fs blob store's store.*.sync: one syncfs per round of "
+                        "deliveries (the default) or an fsync of every blob file and folder")
     parser.add_argument("--accounts", type=int, default=1,
                         help="recipient accounts, delivered to in turn (default: 1, the "
                         "hardest case: every delivery contends for one account's state)")
@@ -145,7 +150,8 @@ def main() -> None:
             for level in levels:
                 folder = root / f"{size}-{level}"
                 folder.mkdir()
-                r = run_case(folder, size, level, args.seconds, args.workers, args.accounts)
+                r = run_case(folder, size, level, args.seconds, args.workers, args.accounts,
+                             args.blob_sync)
                 base = base or r["per_second"]
                 print(f"{size:>8} {level:>10} {r['processes']:>9} {r['per_second']:>13.1f} "
                       f"{r['commits']:>8} "
