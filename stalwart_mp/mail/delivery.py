@@ -10,6 +10,7 @@ answers 250 after this, never before (ARCHITECTURE.md "Durability promise").
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -211,7 +212,9 @@ class Delivery:
 
 
 async def _parse(raw: bytes, parse_message):
-    """Parse inline for ordinary messages; big ones on a thread, off the event loop."""
+    """Parse inline for ordinary messages; big ones on a thread, off the event loop. The
+    search text is left out: the stored record does not keep it, the indexer makes it."""
+    parse = functools.partial(parse_message, search_text=False)
     if len(raw) < 256 * 1024:
-        return parse_message(raw)
-    return await asyncio.get_running_loop().run_in_executor(None, parse_message, raw)
+        return parse(raw)
+    return await asyncio.get_running_loop().run_in_executor(None, parse, raw)

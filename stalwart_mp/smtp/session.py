@@ -358,7 +358,7 @@ class SmtpSession(asyncio.Protocol):
         if temporary:
             return reply(451, "4.3.0", "Temporary failure for some recipients, try again")
         _received_counter(self.kind).inc()
-        if queue_id is None:
+        if not queue_id:
             return _ACCEPTED
         return reply(250, "2.0.0", f"Message accepted queued as {queue_id}")
 

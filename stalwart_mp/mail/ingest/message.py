@@ -64,8 +64,13 @@ def parse_message(
     max_parts: int = 10_000,
     max_depth: int = 50,
     max_header_bytes: int = 1 << 20,
+    search_text: bool = True,
 ) -> ParsedMessage:
-    """Parse ``raw`` once. Never raises on malformed input; limits bound the work."""
+    """Parse ``raw`` once. Never raises on malformed input; limits bound the work.
+
+    ``search_text=False`` leaves ``text_for_search`` empty: callers that only store the
+    record (``to_record`` does not keep it) skip decoding every text part and attachment;
+    the full-text indexer parses with it."""
     root = parse_tree(
         raw, max_parts=max_parts, max_depth=max_depth, max_header_bytes=max_header_bytes
     )
@@ -96,7 +101,8 @@ def parse_message(
         attachments=names,
         has_attachment=any(_is_real_attachment(p) for p in bodies.attachments),
     )
-    parsed.text_for_search = _search_fields(envelope, subject, bodies, texts, parsed.attachments)
+    if search_text:
+        parsed.text_for_search = _search_fields(envelope, subject, bodies, texts, names)
     return parsed
 
 

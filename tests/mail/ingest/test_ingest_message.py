@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from stalwart_mp.mail.ingest import bodystructure_tree, envelope_tree, parse_message
+from stalwart_mp.mail.ingest import bodystructure_tree, envelope_tree, parse_message, to_record
 from tests.mail.ingest import corpus
 
 
@@ -189,3 +189,23 @@ def test_bad_date_and_no_subject() -> None:
     parsed = parse_message(b"Date: not a date\r\n\r\nx")
     assert parsed.sent_at is None and parsed.envelope.date == "not a date"
     assert parsed.subject == "" and parsed.envelope.subject is None
+
+
+def test_without_search_text_the_stored_record_is_the_same() -> None:
+    """Delivery parses with ``search_text=False`` (the record does not keep the search text;
+    the indexer builds it): everything stored is identical, only ``text_for_search`` is
+    left empty."""
+    messages = [
+        corpus.simple(),
+        corpus.multipart([corpus.text_part("plain version"),
+                          corpus.text_part("<p>html</p>", "html"),
+                          corpus.attachment("a.txt", b"attached text", "text/plain"),
+                          corpus.attachment("b.bin", b"\x00\x01")]),
+        corpus.nested(5),
+    ]
+    for raw in messages:
+        full, lean = parse_message(raw), parse_message(raw, search_text=False)
+        assert full.text_for_search and lean.text_for_search == {}
+        assert to_record(lean) == to_record(full)
+        assert (lean.preview, lean.attachments, lean.has_attachment) == \
+            (full.preview, full.attachments, full.has_attachment)
