@@ -46,6 +46,9 @@ class SmtpSession(asyncio.Protocol):
         self.info = info
         self.kind = server.kind            # "smtp" | "submission" | "lmtp"
         self.transport: asyncio.Transport | None = None
+        # Python 3.11's asyncio.get_running_loop() makes a getpid() system call each time
+        # (a fork check, gone in 3.12): looked up once, not on every read
+        self._loop = asyncio.get_running_loop()
         self.proto = p.SmtpProtocol(
             lmtp=self.kind == "lmtp", max_message_size=server.max_message_size,
             max_recipients=server.max_recipients, tls=info.tls)
@@ -65,7 +68,7 @@ class SmtpSession(asyncio.Protocol):
         self._greeted = False
         self._touch()
         if self.server.greeting_delay > 0:
-            asyncio.get_running_loop().call_later(self.server.greeting_delay, self._greet)
+            self._loop.call_later(self.server.greeting_delay, self._greet)
         else:
             self._greet()
 
@@ -87,7 +90,7 @@ class SmtpSession(asyncio.Protocol):
         self.proto.receive_data(data)
         self._touch()
         if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._run())
+            self._task = self._loop.create_task(self._run())
 
     def eof_received(self) -> bool:
         return False
@@ -102,19 +105,18 @@ class SmtpSession(asyncio.Protocol):
     def _touch(self) -> None:
         """Note activity. The idle timer is not moved on every read (a cancel and a new
         timer each time): when it fires early it re-arms itself for the time left."""
-        loop = asyncio.get_running_loop()
-        self._last_active = loop.time()
+        self._last_active = self._loop.time()
         if self._idle is None:
-            self._idle = loop.call_at(self._last_active + self.server.timeout, self._timeout)
+            self._idle = self._loop.call_at(self._last_active + self.server.timeout,
+                                            self._timeout)
 
     def _timeout(self) -> None:
         self._idle = None
         if self.transport is None or self.transport.is_closing():
             return
         due = self._last_active + self.server.timeout
-        loop = asyncio.get_running_loop()
-        if loop.time() < due:  # bytes came in since the timer was set
-            self._idle = loop.call_at(due, self._timeout)
+        if self._loop.time() < due:  # bytes came in since the timer was set
+            self._idle = self._loop.call_at(due, self._timeout)
             return
         self._write_unsolicited(reply(421, "4.4.2", f"{self.server.hostname} idle timeout"))
         self._close()
