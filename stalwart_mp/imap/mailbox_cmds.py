@@ -7,6 +7,7 @@ RFC 3502, UIDPLUS RFC 4315 APPENDUID, BINARY RFC 3516) and QUOTA (RFC 9208).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 
@@ -320,11 +321,12 @@ async def append_messages(session, mailbox: str, messages: list[c.AppendMessage]
                 keywords = fl.to_keywords(msg.flags)
             except fl.FlagError as exc:
                 raise No(str(exc), status="BAD") from None
+            # the record only: the full-text indexer parses the blob again for its text
+            parse = functools.partial(parse_message, search_text=False)
             if len(msg.data) < 256 * 1024:
-                parsed = parse_message(msg.data)
+                parsed = parse(msg.data)
             else:
-                parsed = await asyncio.get_running_loop().run_in_executor(
-                    None, parse_message, msg.data)
+                parsed = await asyncio.get_running_loop().run_in_executor(None, parse, msg.data)
             blob_id = await services.blobs.put(msg.data)
             result = await mail.append(
                 acct, [box.id], blob_id=blob_id, size=len(msg.data),

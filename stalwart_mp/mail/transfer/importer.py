@@ -267,7 +267,7 @@ class Importer:
         await self.cp.save(self.s.data)
 
         async def append(m: SourceMessage, mid: int, blob_id: str) -> int:
-            parsed = parse_message(m.raw)
+            parsed = parse_message(m.raw, search_text=False)   # the indexer makes the text
             received = m.received_at or parsed.sent_at or time.time()
             result = await self.s.store.append(
                 self.s.acct, [mid], blob_id=blob_id, size=len(m.raw),
