@@ -22,6 +22,19 @@ _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARN
            "error": logging.ERROR}
 
 
+# This process's id, kept across forks: os.getpid() is a system call, and a busy worker
+# logs a line per message.
+_pid = os.getpid()
+
+
+def _forked() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
 def set_process_kind(kind: str) -> None:
     global _process_kind
     _process_kind = kind
@@ -33,7 +46,7 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
         + f".{int(record.msecs):03d}Z",
         "level": record.levelname.lower(),
         "proc": _process_kind,
-        "pid": os.getpid(),
+        "pid": _pid,
         "logger": record.name,
     }
     cid = conn_id.get()
@@ -78,6 +91,9 @@ class _ReopenableFileHandler(logging.FileHandler):
 
 def configure(level: str = "info", fmt: str = "logfmt", file: str = "") -> None:
     """(Re)configure the root logger of this process."""
+    # Our lines carry their own pid and no thread: spare every record those lookups
+    # (LogRecord takes them by default, a getpid() system call among them).
+    logging.logProcesses = logging.logThreads = logging.logMultiprocessing = False
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
