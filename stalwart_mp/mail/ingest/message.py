@@ -5,15 +5,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from stalwart_mp.mail.ingest import charsets
 from stalwart_mp.mail.ingest.addresses import Address
 from stalwart_mp.mail.ingest.bodyparts import BodyParts, classify
 from stalwart_mp.mail.ingest.dates import parse_date
 from stalwart_mp.mail.ingest.envelope import Envelope, build_envelope, first_header
 from stalwart_mp.mail.ingest.headers import Header, header_fields
 from stalwart_mp.mail.ingest.mime import Part, parse_tree
-from stalwart_mp.mail.ingest.preview import html_to_text, make_preview
+from stalwart_mp.mail.ingest.preview import PREVIEW_CHARS, collapse, html_to_text, make_preview
 from stalwart_mp.mail.ingest.thread import base_subject, id_list, normalize_id
-from stalwart_mp.mail.ingest.transfer import decoded_text
+from stalwart_mp.mail.ingest.transfer import decode_body, decoded_text
 
 ATTACHMENT_TEXT_LIMIT = 1 << 20  # raw bytes of a text attachment read for the search index
 
@@ -84,7 +85,7 @@ def parse_message(
     preview_part = next(
         (p for p in bodies.text_body + bodies.html_body if p.content_type == "text"), None
     )
-    preview = make_preview(texts.of(preview_part)) if preview_part is not None else ""
+    preview = _preview(texts, preview_part) if preview_part is not None else ""
     names = [p.filename for p in bodies.attachments if p.filename is not None]
     parsed = ParsedMessage(
         size=len(raw),
@@ -104,6 +105,32 @@ def parse_message(
     if search_text:
         parsed.text_for_search = _search_fields(envelope, subject, bodies, texts, names)
     return parsed
+
+
+# A long text/plain part is decoded from this many raw bytes for its preview (see _preview).
+PREVIEW_HEAD_BYTES = 4096
+_NOT_LINE_SAFE = ("utf-16", "utf_16", "utf-32", "utf_32")   # a LF byte may be half a unit
+
+
+def _preview(texts: _Texts, part: Part) -> str:
+    """The preview (RFC 8621 §4.1.4) of the chosen body part.
+
+    A long text/plain part is decoded from a head of whole lines only, which is a prefix of
+    the whole text; once a prefix of that collapses to more than the preview's length, its
+    first characters are the whole text's (make_preview's own argument), so decoding the
+    rest of a large body would change nothing. HTML is always decoded whole (a tag may span
+    the cut)."""
+    if part.subtype != "html" and part.end - part.body_start > PREVIEW_HEAD_BYTES:
+        head = texts.head(part, PREVIEW_HEAD_BYTES)
+        size = 2 * PREVIEW_CHARS
+        while head:
+            collapsed = collapse(head[:size])
+            if len(collapsed) > PREVIEW_CHARS:
+                return collapsed[:PREVIEW_CHARS].rstrip()   # as make_preview ends
+            if size >= len(head):
+                break   # mostly whitespace: decode it all
+            size *= 4
+    return make_preview(texts.of(part))
 
 
 def _is_real_attachment(part: Part) -> bool:
@@ -128,6 +155,19 @@ class _Texts:
             text = decoded_text(self.raw, part, limit)
             self.cache[key] = html_to_text(text) if part.subtype == "html" else text
         return self.cache[key]
+
+    def head(self, part: Part, limit: int) -> str | None:
+        """The decoded text of the whole lines within the part's first ``limit`` raw bytes
+        (transfer-decoded: base64 and quoted-printable prefixes decode to a prefix), or
+        None where lines cannot be cut safely."""
+        codec = charsets.lookup_codec(part.charset)
+        if codec is not None and codec.lower().startswith(_NOT_LINE_SAFE):
+            return None
+        data = decode_body(self.raw, part, limit)
+        cut = data.rfind(b"\n")
+        if cut < 0:
+            return None
+        return charsets.decode(data[: cut + 1], part.charset)
 
 
 def _addresses(addresses: list[Address]) -> list[str]:

@@ -97,3 +97,33 @@ def test_unfold_matches_the_two_regex_passes(pieces: list[bytes]) -> None:
     value = b"".join(pieces)
     expected = re.sub(rb"[\r\n]+", b" ", re.sub(rb"\r?\n(?=[ \t])", b"", value))
     assert unfold(value) == expected
+
+
+_LONG_PIECES = st.sampled_from(["word ", "é ", "\n", "\r\n", " " * 3000, "\n" * 2000,
+                                "naïve café " * 400, "x" * 5000, "日本語 " * 500, "\t"])
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.one_of(_LONG_PIECES, st.text(max_size=40)), max_size=60),
+       st.sampled_from(["8bit", "quoted-printable", "base64"]))
+def test_preview_of_a_long_plain_part_equals_decoding_it_whole(pieces: list[str],
+                                                               encoding: str) -> None:
+    """A long text/plain part is previewed from a head of whole lines: same result as
+    decoding the whole part, whatever the transfer encoding."""
+    import base64
+    import binascii
+
+    text = "".join(pieces).replace("\r", "")
+    data = text.replace("\n", "\r\n").encode("utf-8", "surrogatepass")
+    if encoding == "base64":
+        b64 = base64.b64encode(data)
+        body = b"\r\n".join(b64[i:i + 76] for i in range(0, len(b64), 76))
+    elif encoding == "quoted-printable":
+        body = binascii.b2a_qp(data).replace(b"\n", b"\r\n")
+    else:
+        body = data
+    raw = (b"From: a@b.c\r\nContent-Type: text/plain; charset=utf-8\r\n"
+           b"Content-Transfer-Encoding: " + encoding.encode() + b"\r\n\r\n" + body)
+    parsed = parse_message(raw)
+    whole = decoded_text(raw, parsed.root)
+    assert parsed.preview == make_preview(whole)
