@@ -34,11 +34,11 @@ class Indexer:
 
         start = bytes([keys.FTS_PENDING])
         rows = await self.data.range(start, bytes([keys.FTS_PENDING + 1]), limit=self.batch)
-        documents = []
+        documents, removed = [], []
         for key, mark in rows:
             acct, eid = keys.tail_u32(key[:-4]), keys.tail_u32(key)
             if mark == b"u":
-                await self.fts.unindex(acct, eid)
+                removed.append((acct, eid))
                 continue
             raw_email = await self.data.get(keys.email(acct, eid))
             blob = None
@@ -48,13 +48,18 @@ class Indexer:
                 parsed = await asyncio.get_running_loop().run_in_executor(
                     None, parse_message, blob)
                 documents.append((acct, eid, parsed.text_for_search, None))
-        await self.fts.index_many(documents)  # one commit for the batch
-        for key, mark in rows:
-            try:
-                await self.data.write(WriteBatch().assert_value(key, mark).delete(key))
-            except AssertionFailed:
-                pass  # marked again meanwhile: the next round sees the new mark
+        await self.fts.unindex_many(removed)    # one commit for the batch's removals
+        await self.fts.index_many(documents)    # and one for its additions
+        # Cleared all at once: the process's coalescing data store makes the batch's
+        # clears one commit (one by one only if one of them finds its mark changed).
+        await asyncio.gather(*(self._clear(key, mark) for key, mark in rows))
         return len(rows)
+
+    async def _clear(self, key: bytes, mark: bytes) -> None:
+        try:
+            await self.data.write(WriteBatch().assert_value(key, mark).delete(key))
+        except AssertionFailed:
+            pass  # marked again meanwhile: the next round sees the new mark
 
     async def run(self) -> None:
         while True:

@@ -126,6 +126,12 @@ class FtsStore(abc.ABC):
     async def unindex(self, account_id: int, document_id: int) -> None:
         """Remove a document (no error if it is not indexed)."""
 
+    async def unindex_many(self, documents: Sequence[tuple[int, int]]) -> None:
+        """Remove several (account_id, document_id) documents; one commit where commits
+        are costly (whoosh), as ``index_many``."""
+        for account_id, document_id in documents:
+            await self.unindex(account_id, document_id)
+
     @abc.abstractmethod
     async def unindex_account(self, account_id: int) -> None:
         """Remove every document of an account."""

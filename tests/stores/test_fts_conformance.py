@@ -241,6 +241,14 @@ async def test_unindex(fts: FtsStore) -> None:
     assert await fts.query(2, And()) == {20}
 
 
+async def test_unindex_many(fts: FtsStore) -> None:
+    await fts.unindex_many([(1, 6), (1, 2), (1, 999), (2, 20)])  # 999: not indexed, no error
+    assert await fts.query(1, And()) == ALL_1 - {2, 6}
+    assert await fts.query(1, Term(None, "budget")) == {1}
+    assert await fts.query(2, And()) == {1}  # account 2's id 1 stays: only (2, 20) went
+    await fts.unindex_many([])
+
+
 async def test_unindex_account(fts: FtsStore) -> None:
     await fts.unindex_account(1)
     assert await fts.query(1, And()) == set()
