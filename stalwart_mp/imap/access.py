@@ -3,14 +3,17 @@
 A session's own mailboxes are named by their paths; mailboxes other accounts shared with
 it (``SETACL``) appear in the other users' namespace as ``Shared Folders/<owner>/<path>``
 (RFC 2342 §5). Rights are the RFC 4314 §2.1 letters; the owner has them all; a user has
-the union of what is granted to their name and to "anyone" (§2). The sharing index of the
-mail model (0x49) lists what was shared with an account (and, under account id 0, with
-anyone), so LIST does not scan other accounts.
+the union of what is granted to their name, to each group they are a member of (the
+directory's ``member_of``, read at login) and to "anyone" (§2). The sharing index of the
+mail model (0x49) lists what was shared with an account or a group (by its principal id)
+and, under id 0, with anyone, so LIST does not scan other accounts.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
+from stalwart_mp.directory.base import PrincipalType
 from stalwart_mp.imap.folders import DELIMITER, Folders
 from stalwart_mp.mail.records import Mailbox
 
@@ -36,17 +39,32 @@ def is_shared_name(name: str) -> bool:
     return name == SHARED_ROOT or name.startswith(SHARED_ROOT + DELIMITER)
 
 
-def rights_of(box: Mailbox, user: str) -> str:
-    """The user's rights on another account's mailbox: granted to them or to anyone."""
+def rights_of(box: Mailbox, user: str, groups: Iterable[str] = ()) -> str:
+    """The user's rights on another account's mailbox: granted to them, to one of their
+    ``groups`` or to anyone."""
     granted = box.acl.get(user.lower(), "") + box.acl.get(ANYONE, "")
+    for group in groups:
+        granted += box.acl.get(group.lower(), "")
     return "".join(r for r in ALL_RIGHTS if r in granted)
 
 
+def session_rights(box: Mailbox, session) -> str:
+    principal = session.principal
+    return rights_of(box, principal.name, principal.member_of)
+
+
 async def grantee_account(session, identifier: str) -> int | None:
-    """The sharing index's id of an ACL identifier: an account's, or ANYONE_ID."""
+    """The sharing index's id of an ACL identifier: an account's or a group's, or
+    ANYONE_ID; None for a name that is neither (unknown, a mailing list, a domain)."""
     if identifier.lower() == ANYONE:
         return ANYONE_ID
-    return await owner_account(session, identifier)
+    from stalwart_mp.directory.ids import account_id
+
+    principal = await session.services.directory.principal(identifier)
+    if principal is None or principal.type not in (PrincipalType.INDIVIDUAL,
+                                                   PrincipalType.GROUP):
+        return None
+    return await account_id(session.services.data, principal)
 
 
 async def owner_account(session, owner: str) -> int | None:
@@ -79,7 +97,7 @@ async def resolve(session, name: str, folders: Folders | None = None) -> Target 
     box = owned.find(rest)
     if box is None:
         return None
-    rights = rights_of(box, session.principal.name)
+    rights = session_rights(box, session)
     if "l" not in rights and "r" not in rights:
         return None
     return Target(acct, box, f"{SHARED_ROOT}/{owner}/{owned.path(box.id)}", rights, owner)
@@ -90,6 +108,10 @@ async def shared_targets(session) -> list[Target]:
     mail = session.services.mail
     by_owner: dict[tuple[int, str], set[int]] = {}
     granted = [*await mail.shared_with(session.acct), *await mail.shared_with(ANYONE_ID)]
+    for group in session.principal.member_of:
+        group_id = await grantee_account(session, group)
+        if group_id is not None:
+            granted += await mail.shared_with(group_id)
     for owner_acct, mid, _rights, owner in granted:
         if owner and owner_acct != session.acct:
             by_owner.setdefault((owner_acct, owner), set()).add(mid)
@@ -98,8 +120,8 @@ async def shared_targets(session) -> list[Target]:
         owned = Folders(await mail.mailboxes(owner_acct))
         for mid in sorted(mids):
             box = owned.by_id.get(mid)
-            rights = rights_of(box, session.principal.name) if box is not None else ""
-            if "l" in rights:   # the rights as the mailbox has them now, both grants
+            rights = session_rights(box, session) if box is not None else ""
+            if "l" in rights:   # the rights as the mailbox has them now, every grant
                 out.append(Target(owner_acct, box, f"{SHARED_ROOT}/{owner}/"
                                                    f"{owned.path(mid)}", rights, owner))
     return sorted(out, key=lambda t: t.path)

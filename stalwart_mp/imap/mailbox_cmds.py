@@ -502,13 +502,14 @@ async def cmd_setacl(session, cmd: c.Acl):
     target = await _acl_target(session, cmd.mailbox)
     identifier = cmd.identifier.lower()
     if identifier == "authenticated" or identifier.startswith("-"):
-        raise No('Rights are granted to accounts by name, or to "anyone"', "CANNOT")
+        raise No('Rights are granted to accounts and groups by name, or to "anyone"',
+                 "CANNOT")
     owner = (target.owner or session.principal.name).lower()
     if identifier == owner:
         raise No("The owner always has every right", "CANNOT")
     grantee_id = await grantee_account(session, cmd.identifier)
     if grantee_id is None:
-        raise No(f'No account "{cmd.identifier}"', "NONEXISTENT")
+        raise No(f'No account or group "{cmd.identifier}"', "NONEXISTENT")
     current = target.box.acl.get(identifier, "")
     body = _normalize_rights(rights.lstrip("+-"))
     if rights.startswith("+"):

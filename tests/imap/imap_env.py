@@ -1,6 +1,7 @@
 """Shared set-up of the IMAP integration tests: a real ``stalwart-mp serve`` with an IMAP
 listener (STARTTLS on the plain port), an implicit-TLS one, SMTP and LMTP for delivery, and
-accounts alice, bob (a 300-byte quota), carol, dave and erin."""
+accounts alice, bob (a 300-byte quota), carol, dave and erin, and the group "team" (dave and
+carol)."""
 from __future__ import annotations
 
 import imaplib
@@ -12,6 +13,7 @@ from tests.smtp.smtp_env import mail_server
 
 ACCOUNTS = [("alice", "alice-pw", None), ("bob", "bob-pw", 300), ("carol", "carol-pw", None),
             ("dave", "dave-pw", None), ("erin", "erin-pw", None)]
+GROUPS = {"team": ["dave", "carol"]}
 SMTP_SETTINGS = ("max-message-size = 200000\nchecks.spf = false\nchecks.dkim = false\n"
                  "checks.iprev = false\nchecks.dmarc = false\n")
 
@@ -21,7 +23,7 @@ def imap_server(folder, extra_imap: str = "", workers: int = 2):
                                   "imaps": ("imap", "tls.implicit = true\n"),
                                   "smtp": ("smtp", ""), "lmtp": ("lmtp", "")},
                       smtp=SMTP_SETTINGS + ("\n[imap]\n" + extra_imap if extra_imap else ""),
-                      workers=workers, accounts=ACCOUNTS)
+                      workers=workers, accounts=ACCOUNTS, groups=GROUPS)
     return srv
 
 

@@ -843,6 +843,43 @@ def test_acl_anyone_shares_with_every_user(srv):
     alice.close()
 
 
+def test_acl_granted_to_a_group(srv):
+    """RFC 4314 §2 leaves group identifiers to the server: a grant to the directory group
+    "team" applies to its members (dave, carol), united with their own grants, and to no
+    one else; a mailing list or an unknown name is refused as a grantee."""
+    alice = Raw(srv.ports["imap"])
+    alice.cmd(b"LOGIN alice alice-pw")
+    box = box_name().encode()
+    alice.cmd(b"CREATE " + box)
+    alice.send(b"a APPEND %s {%d+}\r\n%s\r\n" % (box, len(MESSAGE), MESSAGE))
+    assert alice.line().startswith(b"a OK")
+    assert alice.cmd(b"SETACL %s team lr" % box) == [b"t OK SETACL completed"]
+    assert alice.cmd(b"SETACL %s dave +w" % box) == [b"t OK SETACL completed"]
+    assert alice.cmd(b"GETACL " + box)[0] == b'* ACL "%s" alice lrswipkxtea dave w team lr' % box
+    assert alice.cmd(b"SETACL %s nobody-here lr" % box)[-1].startswith(b"t NO [NONEXISTENT]")
+    shared = b"Shared Folders/alice/" + box
+    for user, rights in ((b"carol", b"lr"), (b"dave", b"lrw")):
+        member = Raw(srv.ports["imap"])
+        member.cmd(b"LOGIN %s %s-pw" % (user, user))
+        assert b'* LIST (\\HasNoChildren) "/" "%s"' % shared in \
+            member.cmd(b'LIST "" "Shared Folders/alice/*"'), user
+        assert member.cmd(b'MYRIGHTS "%s"' % shared)[0] == \
+            b'* MYRIGHTS "%s" %s' % (shared, rights)
+        assert b"* 1 EXISTS" in member.cmd(b'EXAMINE "%s"' % shared)
+        member.close()
+    erin = Raw(srv.ports["imap"])   # not a member
+    erin.cmd(b"LOGIN erin erin-pw")
+    assert erin.cmd(b'LIST "" "Shared Folders/alice/*"') == [b"t OK LIST completed"]
+    assert erin.cmd(b'EXAMINE "%s"' % shared)[-1].startswith(b"t NO [NONEXISTENT]")
+    erin.close()
+    assert alice.cmd(b"DELETEACL %s team" % box)[-1] == b"t OK DELETEACL completed"
+    carol = Raw(srv.ports["imap"])
+    carol.cmd(b"LOGIN carol carol-pw")
+    assert carol.cmd(b'EXAMINE "%s"' % shared)[-1].startswith(b"t NO [NONEXISTENT]")
+    carol.close()
+    alice.close()
+
+
 def test_registered_keywords_keep_their_spelling(srv):
     """Keywords are case-insensitive (stored in lower case, as JMAP has them); the
     registered ones and those clients compare case-sensitively (Apple Mail's flag colours,

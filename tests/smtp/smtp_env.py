@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from stalwart_mp.directory.base import PrincipalType
 from stalwart_mp.directory.internal import InternalDirectory
 from stalwart_mp.directory.management import DirectoryManager
 from stalwart_mp.mail.commit import GroupCommitter
@@ -28,8 +29,10 @@ def _data_store(folder: Path):
 
 
 def setup_accounts(folder: Path,
-                   accounts: list[tuple[str, str, int | None]] = ACCOUNTS) -> None:
-    """Create the domain example.org and the accounts, before the server starts."""
+                   accounts: list[tuple[str, str, int | None]] = ACCOUNTS,
+                   groups: dict[str, list[str]] | None = None) -> None:
+    """Create the domain example.org, the accounts and the ``groups`` (name -> member
+    accounts), before the server starts."""
     async def run() -> None:
         data = _data_store(folder)
         manager = DirectoryManager(InternalDirectory(data))
@@ -38,6 +41,8 @@ def setup_accounts(folder: Path,
             extra = {"quota_bytes": quota} if quota is not None else {}
             await manager.create_principal(name, password=password,
                                            emails=[f"{name}@example.org"], **extra)
+        for name, members in (groups or {}).items():
+            await manager.create_principal(name, type=PrincipalType.GROUP, members=members)
         await data.close()
 
     asyncio.run(run())
@@ -73,7 +78,8 @@ def listener(name: str, port: int, protocol: str, extra: str = "") -> str:
 def mail_server(folder: Path, dns_port: int, listeners: dict[str, tuple[str, str]], *,
                 smtp: str = "max-message-size = 20000\n", workers: int = 2,
                 accounts: list[tuple[str, str, int | None]] = ACCOUNTS,
-                outbound: str = "enabled = false\n") -> Server:
+                outbound: str = "enabled = false\n",
+                groups: dict[str, list[str]] | None = None) -> Server:
     """A started server with ``listeners`` (name -> (protocol, extra lines)) on free ports
     (``server.ports[name]``), the ``[smtp]`` and ``[outbound]`` settings given (outbound
     delivery off unless asked for: queued mail stays put) and the resolver on the
@@ -93,7 +99,7 @@ timeout = 2
     srv = Server(folder, ports["http"], base_config(folder, ports["http"], workers=workers,
                                                     extra=extra))
     (folder / "data").mkdir()
-    setup_accounts(folder, accounts)
+    setup_accounts(folder, accounts, groups)
     srv.start(wait_workers=workers)
     srv.ports = ports
     return srv
