@@ -809,74 +809,67 @@ def test_acl_shared_mailboxes_between_accounts(srv):
     carol.close()
 
 
-def test_acl_anyone_shares_with_every_user(srv):
-    """RFC 4314 §2: rights granted to "anyone" apply to every user, united with what is
-    granted to the user by name; revoking "anyone" hides the mailbox again."""
-    alice = Raw(srv.ports["imap"])
-    alice.cmd(b"LOGIN alice alice-pw")
-    notice = box_name().encode()
-    alice.cmd(b"CREATE " + notice)
-    alice.send(b"a APPEND %s {%d+}\r\n%s\r\n" % (notice, len(MESSAGE), MESSAGE))
-    assert alice.line().startswith(b"a OK")
-    assert alice.cmd(b"SETACL %s anyone lr" % notice) == [b"t OK SETACL completed"]
-    assert alice.cmd(b"SETACL %s dave w" % notice) == [b"t OK SETACL completed"]
-    assert alice.cmd(b"GETACL " + notice)[0] == \
-        b'* ACL "%s" alice lrswipkxtea anyone lr dave w' % notice
-    assert alice.cmd(b"SETACL %s authenticated lr" % notice)[-1].startswith(b"t NO [CANNOT]")
-    shared = b"Shared Folders/alice/" + notice
-    for user, rights in ((b"erin", b"lr"), (b"dave", b"lrw")):
-        other = Raw(srv.ports["imap"])
-        other.cmd(b"LOGIN %s %s-pw" % (user, user))
-        assert b'* LIST (\\HasNoChildren) "/" "%s"' % shared in \
-            other.cmd(b'LIST "" "Shared Folders/alice/*"'), user
-        assert other.cmd(b'MYRIGHTS "%s"' % shared)[0] == \
-            b'* MYRIGHTS "%s" %s' % (shared, rights)
-        lines = other.cmd(b'EXAMINE "%s"' % shared)
-        assert b"* 1 EXISTS" in lines
-        other.close()
-    assert alice.cmd(b"DELETEACL %s anyone" % notice)[-1] == b"t OK DELETEACL completed"
-    erin = Raw(srv.ports["imap"])
-    erin.cmd(b"LOGIN erin erin-pw")
-    assert erin.cmd(b'LIST "" "Shared Folders/alice/*"') == [b"t OK LIST completed"]
-    assert erin.cmd(b'EXAMINE "%s"' % shared)[-1].startswith(b"t NO [NONEXISTENT]")
-    erin.close()
-    alice.close()
-
-
-def test_acl_granted_to_a_group(srv):
-    """RFC 4314 §2 leaves group identifiers to the server: a grant to the directory group
-    "team" applies to its members (dave, carol), united with their own grants, and to no
-    one else; a mailing list or an unknown name is refused as a grantee."""
+def _alice_box_with_a_message(srv) -> tuple[Raw, bytes]:
     alice = Raw(srv.ports["imap"])
     alice.cmd(b"LOGIN alice alice-pw")
     box = box_name().encode()
     alice.cmd(b"CREATE " + box)
     alice.send(b"a APPEND %s {%d+}\r\n%s\r\n" % (box, len(MESSAGE), MESSAGE))
     assert alice.line().startswith(b"a OK")
+    return alice, box
+
+
+def _assert_shared_view(srv, user: bytes, shared: bytes, rights: bytes | None) -> None:
+    """``user`` lists, and may examine, the shared mailbox with exactly ``rights``; or,
+    with None, neither sees nor opens it."""
+    other = Raw(srv.ports["imap"])
+    other.cmd(b"LOGIN %s %s-pw" % (user, user))
+    listed = other.cmd(b'LIST "" "Shared Folders/alice/*"')
+    examined = other.cmd(b'EXAMINE "%s"' % shared)
+    if rights is None:
+        assert listed == [b"t OK LIST completed"], user
+        assert examined[-1].startswith(b"t NO [NONEXISTENT]"), user
+    else:
+        assert b'* LIST (\\HasNoChildren) "/" "%s"' % shared in listed, user
+        assert b"* 1 EXISTS" in examined, user
+        assert other.cmd(b'MYRIGHTS "%s"' % shared)[0] == \
+            b'* MYRIGHTS "%s" %s' % (shared, rights)
+    other.close()
+
+
+def test_acl_anyone_shares_with_every_user(srv):
+    """RFC 4314 §2: rights granted to "anyone" apply to every user, united with what is
+    granted to the user by name; revoking "anyone" hides the mailbox again."""
+    alice, notice = _alice_box_with_a_message(srv)
+    assert alice.cmd(b"SETACL %s anyone lr" % notice) == [b"t OK SETACL completed"]
+    assert alice.cmd(b"SETACL %s dave w" % notice) == [b"t OK SETACL completed"]
+    assert alice.cmd(b"GETACL " + notice)[0] == \
+        b'* ACL "%s" alice lrswipkxtea anyone lr dave w' % notice
+    assert alice.cmd(b"SETACL %s authenticated lr" % notice)[-1].startswith(b"t NO [CANNOT]")
+    shared = b"Shared Folders/alice/" + notice
+    _assert_shared_view(srv, b"erin", shared, b"lr")
+    _assert_shared_view(srv, b"dave", shared, b"lrw")
+    assert alice.cmd(b"DELETEACL %s anyone" % notice)[-1] == b"t OK DELETEACL completed"
+    _assert_shared_view(srv, b"erin", shared, None)
+    alice.close()
+
+
+def test_acl_granted_to_a_group(srv):
+    """RFC 4314 §2 leaves group identifiers to the server: a grant to the directory group
+    "team" applies to its members (dave, carol), united with their own grants, and to no
+    one else; an unknown name is refused as a grantee."""
+    alice, box = _alice_box_with_a_message(srv)
     assert alice.cmd(b"SETACL %s team lr" % box) == [b"t OK SETACL completed"]
     assert alice.cmd(b"SETACL %s dave +w" % box) == [b"t OK SETACL completed"]
     assert alice.cmd(b"GETACL " + box)[0] == b'* ACL "%s" alice lrswipkxtea dave w team lr' % box
     assert alice.cmd(b"SETACL %s nobody-here lr" % box)[-1].startswith(b"t NO [NONEXISTENT]")
     shared = b"Shared Folders/alice/" + box
-    for user, rights in ((b"carol", b"lr"), (b"dave", b"lrw")):
-        member = Raw(srv.ports["imap"])
-        member.cmd(b"LOGIN %s %s-pw" % (user, user))
-        assert b'* LIST (\\HasNoChildren) "/" "%s"' % shared in \
-            member.cmd(b'LIST "" "Shared Folders/alice/*"'), user
-        assert member.cmd(b'MYRIGHTS "%s"' % shared)[0] == \
-            b'* MYRIGHTS "%s" %s' % (shared, rights)
-        assert b"* 1 EXISTS" in member.cmd(b'EXAMINE "%s"' % shared)
-        member.close()
-    erin = Raw(srv.ports["imap"])   # not a member
-    erin.cmd(b"LOGIN erin erin-pw")
-    assert erin.cmd(b'LIST "" "Shared Folders/alice/*"') == [b"t OK LIST completed"]
-    assert erin.cmd(b'EXAMINE "%s"' % shared)[-1].startswith(b"t NO [NONEXISTENT]")
-    erin.close()
+    _assert_shared_view(srv, b"carol", shared, b"lr")
+    _assert_shared_view(srv, b"dave", shared, b"lrw")
+    _assert_shared_view(srv, b"erin", shared, None)   # not a member
     assert alice.cmd(b"DELETEACL %s team" % box)[-1] == b"t OK DELETEACL completed"
-    carol = Raw(srv.ports["imap"])
-    carol.cmd(b"LOGIN carol carol-pw")
-    assert carol.cmd(b'EXAMINE "%s"' % shared)[-1].startswith(b"t NO [NONEXISTENT]")
-    carol.close()
+    _assert_shared_view(srv, b"carol", shared, None)
+    _assert_shared_view(srv, b"dave", shared, None)    # "w" alone does not show it
     alice.close()
 
 
