@@ -68,9 +68,15 @@ def main(argv: list[str] | None = None) -> int:
     check = sub.add_parser(
         "check-config", help="validate a configuration file and list every error",
         description="Exit 0 if the configuration is valid; otherwise print every error "
-        "(key, value, what is expected) and exit 1.",
+        "(key, value, what is expected) and exit 1. The file is checked with the settings "
+        "stored in its data store laid over it (`stalwart-mp-admin config set`), as the "
+        "server will run it; an error in a stored setting says so. A data store that does "
+        "not exist yet holds none; one that cannot be reached is reported, and the file "
+        "alone is checked.",
     )
     check.add_argument("--config", required=True, type=Path, help="path of config.toml")
+    check.add_argument("--file-only", action="store_true",
+                       help="check the file alone, without the stored settings")
 
     store = sub.add_parser(
         "store", help="store tools: copy a data store to another backend",
@@ -207,17 +213,50 @@ def cmd_store(args) -> int:
 
 
 def cmd_check(args) -> int:
+    import asyncio
+
     from stalwart_mp.config.loader import ConfigInvalid, load_file
+    from stalwart_mp.config.stored import load_merged, read_toml
 
     try:
         cfg = load_file(args.config)
     except ConfigInvalid as exc:
         print(exc, file=sys.stderr)
         return 1
+    settings: dict = {}
+    if not args.file_only:
+        try:
+            settings = asyncio.run(_stored_settings(cfg))
+        except Exception as exc:  # noqa: BLE001 - any store failure: say it, check the file
+            print(f"{args.config}: the stored settings were not checked: the data store "
+                  f'"{cfg.get("storage.data")}" cannot be read: {exc}', file=sys.stderr)
+        if settings:
+            try:
+                cfg = load_merged(args.config, read_toml(args.config), settings)
+            except ConfigInvalid as exc:
+                print(exc, file=sys.stderr)
+                return 1
     listeners = cfg.names("server.listener")
-    print(f"{args.config}: configuration is valid ({len(listeners)} listeners: "
+    with_stored = f" with {len(settings)} stored settings" if settings else ""
+    print(f"{args.config}: configuration is valid{with_stored} ({len(listeners)} listeners: "
           + ", ".join(listeners) + ")")
     return 0
+
+
+async def _stored_settings(cfg) -> dict:
+    """The settings stored in the configuration's data store; {} when an embedded store
+    (LMDB, SQLite) has not been created yet: checking must not create it."""
+    from stalwart_mp.config.stored import read_stored
+    from stalwart_mp.store.configured import open_data_store, store_settings
+
+    settings = store_settings(cfg, cfg.get("storage.data"))
+    if settings.get("type") in ("lmdb", "sqlite") and not Path(settings["path"]).exists():
+        return {}
+    data = await open_data_store(cfg)
+    try:
+        return await read_stored(data)
+    finally:
+        await data.close()
 
 
 def cmd_init(args) -> int:

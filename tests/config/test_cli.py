@@ -96,3 +96,40 @@ levle = "debug"
     assert 'server.listener.web.protocol = "gopher": expected one of "smtp"' in err
     assert 'logging.levle: unknown key; did you mean "logging.level"?' in err
     assert "store.default.path: required: a string" in err
+
+
+def test_check_config_checks_the_stored_settings(tmp_path):
+    """check-config validates the file with the data store's stored settings over it, as the
+    server runs it; --file-only skips them; a store not created yet is not created."""
+    from stalwart_mp.config.stored import write_stored
+
+    assert cli("init", "--dir", str(tmp_path / "m"), "--dev-ports").returncode == 0
+    config = tmp_path / "m" / "config.toml"
+
+    def store(set_values, unset=()):
+        async def run():
+            data = await open_data_store(load_file(config))
+            try:
+                await write_stored(data, set_values, list(unset))
+            finally:
+                await data.close()
+        asyncio.run(run())
+
+    store({"server.workers": -3, "imap.max-literal": 4096})
+    res = cli("check-config", "--config", str(config))
+    assert res.returncode == 1
+    assert "+ stored settings" in res.stderr
+    assert "server.workers = -3: expected an integer >= 1 and <= 512 [stored setting" in res.stderr
+    assert cli("check-config", "--config", str(config), "--file-only").returncode == 0
+    store({}, ["server.workers"])
+    res = cli("check-config", "--config", str(config))
+    assert res.returncode == 0, res.stderr
+    assert "configuration is valid with 1 stored settings" in res.stdout
+    # the same file in a folder whose data store does not exist yet: checked, not created
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    (fresh / "config.toml").write_text(config.read_text())
+    res = cli("check-config", "--config", str(fresh / "config.toml"))
+    assert res.returncode == 0, res.stderr
+    assert "stored settings" not in res.stdout + res.stderr
+    assert not (fresh / "data").exists()
