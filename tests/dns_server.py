@@ -9,6 +9,7 @@
     })
     zone.broken.add("broken.example")   # SERVFAIL for this name
     zone.authentic = True                # set the AD bit on answers (DANE tests)
+    zone.insecure.add("plain.example")   # but never on this name's answers (an unsigned zone)
 
 Names are lowercase without the final dot. A name that is not in the zone is NXDOMAIN, unless
 a longer name ends with it (an empty non-terminal: NOERROR, no data). CNAMEs are chased
@@ -48,6 +49,7 @@ class Zone(dict):
         super().__init__(*args, **kwargs)
         self.broken: set[str] = set()
         self.authentic = False
+        self.insecure: set[str] = set()
         self.queries: list[tuple[str, str]] = []  # (name, type) asked, in order
 
 
@@ -84,7 +86,7 @@ def answer(zone: Zone, query: dns.message.Message) -> dns.message.Message:
         response.set_rcode(dns.rcode.FORMERR)
         return response
     question = query.question[0]
-    name = question.name.to_text(omit_final_dot=True).lower()
+    name = question_name = question.name.to_text(omit_final_dot=True).lower()
     rdtype = dns.rdatatype.to_text(question.rdtype)
     zone.queries.append((name, rdtype))
     for _ in range(9):  # chase CNAMEs inside the zone
@@ -109,7 +111,8 @@ def answer(zone: Zone, query: dns.message.Message) -> dns.message.Message:
     elif name not in zone and not any(k.endswith("." + name) for k in zone):
         response.set_rcode(dns.rcode.NXDOMAIN)
     # RFC 6840 §5.7 / RFC 3225: AD only for a client that asked (AD or DO bit)
-    if zone.authentic and (query.flags & dns.flags.AD or query.ednsflags & dns.flags.DO):
+    if zone.authentic and question_name not in zone.insecure and (
+            query.flags & dns.flags.AD or query.ednsflags & dns.flags.DO):
         response.flags |= dns.flags.AD
     return response
 

@@ -75,6 +75,15 @@ class TlsaAnswer:
     authentic: bool
 
 
+@dataclass(frozen=True, slots=True)
+class MxAnswer:
+    """(preference, host) records sorted by preference, and whether the resolver vouched
+    for them (AD bit)."""
+
+    records: list[tuple[int, str]]
+    authentic: bool
+
+
 class Resolver:
     """Async lookups used by the mail checks; one per worker (it owns the cache)."""
 
@@ -105,8 +114,10 @@ class Resolver:
     def from_config(cls, cfg: Any) -> Resolver:
         return cls(ResolverConfig.from_config(cfg))
 
-    async def _query(self, name: str | dns.name.Name, rdtype: str) -> dns.resolver.Answer | None:
-        """The answer, or None for NXDOMAIN/NODATA/an impossible name; DnsTempError else."""
+    async def _query(self, name: str | dns.name.Name, rdtype: str,
+                     keep_empty: bool = False) -> dns.resolver.Answer | None:
+        """The answer, or None for NXDOMAIN/NODATA/an impossible name; DnsTempError else.
+        ``keep_empty``: a NODATA answer is returned too (its flags tell if it is secure)."""
         try:
             qname = name if isinstance(name, dns.name.Name) else dns.name.from_text(name)
         except (dns.exception.DNSException, ValueError):
@@ -123,7 +134,7 @@ class Resolver:
             raise DnsTempError(str(qname), rdtype, "timed out") from None
         except dns.exception.DNSException as exc:
             raise DnsTempError(str(qname), rdtype, _short_reason(exc)) from None
-        if answer.rrset is None:
+        if answer.rrset is None and not keep_empty:
             return None
         return answer
 
@@ -142,10 +153,19 @@ class Resolver:
 
     async def mx(self, name: str) -> list[tuple[int, str]]:
         """(preference, host) sorted by preference; a null MX (RFC 7505) is (0, ".")."""
-        answer = await self._query(name, "MX")
+        return (await self.mx_answer(name)).records
+
+    async def mx_answer(self, name: str) -> MxAnswer:
+        """The MX records and whether the resolver vouched for the answer, or for the
+        absence of MX records (NODATA with the AD bit); an NXDOMAIN counts as not vouched
+        for. DANE applies to MX hosts only from a secure answer (RFC 7672 §2.2.1)."""
+        answer = await self._query(name, "MX", keep_empty=True)
         if answer is None:
-            return []
-        return sorted((r.preference, _host(r.exchange)) for r in answer)
+            return MxAnswer([], False)
+        authentic = bool(answer.response.flags & dns.flags.AD)
+        if answer.rrset is None:
+            return MxAnswer([], authentic)
+        return MxAnswer(sorted((r.preference, _host(r.exchange)) for r in answer), authentic)
 
     async def a(self, name: str) -> list[str]:
         answer = await self._query(name, "A")

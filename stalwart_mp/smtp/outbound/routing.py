@@ -25,6 +25,7 @@ class Hop:
     password: str = ""
     ca_file: str = ""          # CAs that verify this host ("" = the system's)
     dane: tuple | None = None  # usable TLSA records of an authenticated answer (dane.py)
+    mx_secure: bool = False    # found through a DNSSEC-secure MX answer (or its secure absence)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,9 +92,10 @@ class Router:
             return [Hop(route.host, ips, route.port, route.tls, route.username,
                         route.password, route.ca_file)]
         try:
-            mx = await self.resolver.mx(domain)
+            answer = await self.resolver.mx_answer(domain)
         except DnsTempError as exc:
             raise NoRoute(451, f"4.4.3 {exc}", False) from None
+        mx = answer.records
         if any(host == "." for _, host in mx):
             if len(mx) == 1:  # RFC 7505 §3: the only record; §4.2: 556 5.1.10
                 raise NoRoute(556, f"5.1.10 {domain} does not accept mail (null MX)", True)
@@ -103,7 +105,8 @@ class Router:
         for host in hosts:
             ips = await self._addresses(host)
             if ips:
-                hops.append(Hop(host, ips, self.port, self.tls, ca_file=self.ca_file))
+                hops.append(Hop(host, ips, self.port, self.tls, ca_file=self.ca_file,
+                                mx_secure=answer.authentic))
         if not hops:
             if not mx:
                 raise NoRoute(550, f"5.1.2 {domain} has no MX and no address", True)

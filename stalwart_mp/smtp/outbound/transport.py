@@ -168,7 +168,9 @@ class Transport:
             for hop in hops:
                 hop_policy = policy
                 tlsa: list[str] | None = None
-                if not routed and self.dnssec:
+                # RFC 7672 §2.2.1: MX hosts from an insecure MX answer could be an
+                # attacker's; their TLSA records prove nothing, so they are not looked up
+                if not routed and self.dnssec and hop.mx_secure:
                     try:
                         records = await self._dane(hop)
                     except DnsTempError as exc:  # RFC 7672 §2.2: unknown: not this host

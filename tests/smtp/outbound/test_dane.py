@@ -89,6 +89,25 @@ async def test_mismatching_tlsa_record_stops_delivery(tmp_path, zone, sinks):
         await env.close()
 
 
+async def test_tlsa_records_of_an_insecure_mx_are_not_looked_up(tmp_path, zone, sinks):
+    """RFC 7672 §2.2.1: an MX answer without the AD bit may have been forged, so the TLSA
+    records of the hosts it names prove nothing: no TLSA lookup, opportunistic TLS (here a
+    mismatching record that would stop a DANE delivery is never seen)."""
+    sink = sinks(tls=True, name="mx.dane.test")
+    zone[1][f"_{sink.port}._tcp.mx.dane.test"] = {"TLSA": ["3 1 1 " + "00" * 32]}
+    zone[1].insecure.add("dane.test")    # the MX answer is not vouched for; the TLSA one is
+    env = await _env(tmp_path, zone, sink)
+    try:
+        await env.runner()
+        await env.queue(["bob@dane.test"])
+        await until(lambda: sink.count() == 1, "the (opportunistic) delivery")
+        assert sink.messages[0].tls
+        assert ("dane.test", "MX") in zone[1].queries
+        assert not [q for q in zone[1].queries if q[1] == "TLSA"]
+    finally:
+        await env.close()
+
+
 async def test_unauthenticated_tlsa_records_are_ignored(tmp_path, zone, sinks):
     sink = sinks(tls=True, name="mx.dane.test")
     zone[1][f"_{sink.port}._tcp.mx.dane.test"] = {"TLSA": ["3 1 1 " + "00" * 32]}
