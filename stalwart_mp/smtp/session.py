@@ -349,14 +349,17 @@ class SmtpSession(asyncio.Protocol):
         if tx.local:
             local_results = await self.server.services.delivery.deliver(
                 raw, tx.mail_from or "", tx.local, junk=junk)
+        temporary = [r for r in local_results if r.status not in (Status.DELIVERED,)
+                     and not r.permanent]
+        # external members of the lists among the recipients, unless the client is told
+        # to try the whole message again (LMTP answers each recipient: no retry of these)
+        forwards = [] if temporary and self.kind != "lmtp" else _forwards(local_results)
         queue_id = None
-        if tx.remote:
-            queue_id = await self._enqueue(raw, tx)
+        if tx.remote or forwards:
+            queue_id = await self._enqueue(raw, tx, forwards)
         if self.kind == "lmtp":  # RFC 2033 §4.2: one reply per accepted recipient
             _received_counter(self.kind).inc()
             return [_delivery_reply(r) for r in local_results]
-        temporary = [r for r in local_results if r.status not in (Status.DELIVERED,)
-                     and not r.permanent]
         if temporary:
             return reply(451, "4.3.0", "Temporary failure for some recipients, try again")
         _received_counter(self.kind).inc()
@@ -378,15 +381,24 @@ class SmtpSession(asyncio.Protocol):
             log.exception("DKIM signing failed; the message goes unsigned")
             return b""
 
-    async def _enqueue(self, raw: bytes, tx: Transaction) -> int:
-        from stalwart_mp.smtp.queue.store import QueuedMessage, QueuedRecipient, enqueue
+    async def _enqueue(self, raw: bytes, tx: Transaction, forwards: list = ()) -> int:
+        """Queue the message, durably, for the remote recipients and the ``forwards``."""
+        from stalwart_mp.smtp.queue.store import (
+            QueuedMessage,
+            QueuedRecipient,
+            enqueue,
+            orcpt_text,
+        )
 
         services = self.server.services
         blob_id = await services.blobs.put(raw)
         params = tx.params or p.MailParams()
+        recipients = [QueuedRecipient(a, list(rp.notify or []), orcpt_text(rp.orcpt))
+                      for a, rp in tx.remote]
+        taken = {r.address.lower() for r in recipients}
+        recipients += [r for r in forwards if r.address.lower() not in taken]
         message = QueuedMessage(
-            0, tx.mail_from or "", [QueuedRecipient(a, list(rp.notify or []), rp.orcpt)
-                                    for a, rp in tx.remote],
+            0, tx.mail_from or "", recipients,
             blob_id, len(raw), time.time(), 0.0, params.ret, params.envid,
             bool(params.requiretls), self.principal.name if self.principal else None)
         queue_id = await enqueue(services.data, services.blobs, message)
@@ -579,6 +591,25 @@ def _received_count(content: bytes) -> int:
     end = content.find(b"\r\n\r\n")
     head = content[: end if end >= 0 else len(content)]
     return sum(1 for line in head.split(b"\r\n") if line[:9].lower() == b"received:")
+
+
+def _forwards(results) -> list:
+    """The external members of the mailing lists among delivered recipients, to be queued
+    with the original envelope sender, as a forwarding MTA does (no SRS: at the far end,
+    DMARC rests on the author's DKIM signature). ORCPT keeps the list's address (RFC 3461
+    §4.2), so a DSN names the address the sender used."""
+    from stalwart_mp.mail.delivery import Status
+    from stalwart_mp.smtp.queue.store import QueuedRecipient
+
+    out, seen = [], set()
+    for result in results:
+        if result.status != Status.DELIVERED:
+            continue
+        for address in result.external:
+            if address.lower() not in seen:
+                seen.add(address.lower())
+                out.append(QueuedRecipient(address, [], f"rfc822;{result.address}"))
+    return out
 
 
 def _delivery_reply(result) -> Reply:

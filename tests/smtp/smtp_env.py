@@ -30,9 +30,11 @@ def _data_store(folder: Path):
 
 def setup_accounts(folder: Path,
                    accounts: list[tuple[str, str, int | None]] = ACCOUNTS,
-                   groups: dict[str, list[str]] | None = None) -> None:
-    """Create the domain example.org, the accounts and the ``groups`` (name -> member
-    accounts), before the server starts."""
+                   groups: dict[str, list[str]] | None = None,
+                   lists: dict[str, list[str]] | None = None) -> None:
+    """Create the domain example.org, the accounts, the ``groups`` (name -> member
+    accounts) and the mailing ``lists`` (name -> member addresses; the list's address is
+    name@example.org), before the server starts."""
     async def run() -> None:
         data = _data_store(folder)
         manager = DirectoryManager(InternalDirectory(data))
@@ -43,6 +45,9 @@ def setup_accounts(folder: Path,
                                            emails=[f"{name}@example.org"], **extra)
         for name, members in (groups or {}).items():
             await manager.create_principal(name, type=PrincipalType.GROUP, members=members)
+        for name, members in (lists or {}).items():
+            await manager.create_principal(name, type=PrincipalType.LIST, members=members,
+                                           emails=[f"{name}@example.org"])
         await data.close()
 
     asyncio.run(run())
@@ -79,7 +84,8 @@ def mail_server(folder: Path, dns_port: int, listeners: dict[str, tuple[str, str
                 smtp: str = "max-message-size = 20000\n", workers: int = 2,
                 accounts: list[tuple[str, str, int | None]] = ACCOUNTS,
                 outbound: str = "enabled = false\n",
-                groups: dict[str, list[str]] | None = None) -> Server:
+                groups: dict[str, list[str]] | None = None,
+                lists: dict[str, list[str]] | None = None) -> Server:
     """A started server with ``listeners`` (name -> (protocol, extra lines)) on free ports
     (``server.ports[name]``), the ``[smtp]`` and ``[outbound]`` settings given (outbound
     delivery off unless asked for: queued mail stays put) and the resolver on the
@@ -99,7 +105,7 @@ timeout = 2
     srv = Server(folder, ports["http"], base_config(folder, ports["http"], workers=workers,
                                                     extra=extra))
     (folder / "data").mkdir()
-    setup_accounts(folder, accounts, groups)
+    setup_accounts(folder, accounts, groups, lists)
     srv.start(wait_workers=workers)
     srv.ports = ports
     return srv

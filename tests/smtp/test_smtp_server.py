@@ -98,6 +98,35 @@ def test_submission_requires_auth_then_delivers_and_queues(server):
     assert queue[0].authenticated_as == "alice"
 
 
+def test_mailing_list_forwards_to_its_external_members(tmp_path, dns_zone):  # noqa: F811
+    """A list's local members get the message; its external members get it through the
+    queue, with the original envelope sender and the list's address as ORCPT; a list of
+    external members only is not acknowledged and dropped. Over LMTP too."""
+    dns_port, zone = dns_zone
+    zone["remote.test"] = {"TXT": ["v=spf1 -all"]}
+    srv = mail_server(tmp_path, dns_port, {"smtp": ("smtp", ""), "lmtp": ("lmtp", "")},
+                      lists={"team": ["alice@example.org", "Friend@Remote.test",
+                                      "other@far.test"],
+                             "outside": ["friend@remote.test"]})
+    try:
+        with smtplib.SMTP("127.0.0.1", srv.ports["smtp"], timeout=10) as c:
+            c.ehlo("client.remote.test")
+            assert c.sendmail("ann@remote.test", ["team@example.org"], MESSAGE) == {}
+            assert c.sendmail("ann@remote.test", ["outside@example.org"], MESSAGE) == {}
+        with smtplib.LMTP("127.0.0.1", srv.ports["lmtp"], timeout=10) as c:
+            c.ehlo("relay.example.org")
+            assert c.sendmail("bob@remote.test", ["outside@example.org"], MESSAGE) == {}
+        inbox, queue = _mailbox(srv.folder, "alice")
+        assert len(inbox) == 1
+        assert [(m.mail_from, [(r.address, r.orcpt) for r in m.recipients]) for m in queue] == [
+            ("ann@remote.test", [("friend@remote.test", "rfc822;team@example.org"),
+                                 ("other@far.test", "rfc822;team@example.org")]),
+            ("ann@remote.test", [("friend@remote.test", "rfc822;outside@example.org")]),
+            ("bob@remote.test", [("friend@remote.test", "rfc822;outside@example.org")])]
+    finally:
+        srv.stop()
+
+
 def test_starttls_injection_is_not_executed(server):
     with socket.create_connection(("127.0.0.1", server.ports["smtp"]), timeout=10) as raw:
         raw.recv(1000)

@@ -14,6 +14,8 @@ import base64
 import ssl
 from dataclasses import dataclass, field
 
+from stalwart_mp.smtp.queue.store import orcpt_text
+
 
 class SmtpError(Exception):
     """The connection failed or the server answered something unusable: temporary.
@@ -248,8 +250,10 @@ class SmtpClient:
         if "DSN" in self.extensions:
             if env.notify.get(rcpt):
                 params.append("NOTIFY=" + ",".join(env.notify[rcpt]))
-            if env.orcpt.get(rcpt):
-                params.append(f"ORCPT={env.orcpt[rcpt]}")
+            orcpt = orcpt_text(env.orcpt.get(rcpt))
+            if orcpt:
+                kind, _, address = orcpt.partition(";")
+                params.append(f"ORCPT={kind};{_xtext(address)}")
         return " ".join([f"RCPT TO:<{rcpt}>", *params])
 
     def refusal(self, env: Envelope, message: bytes) -> Reply | None:

@@ -13,7 +13,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from stalwart_mp.smtp.queue.store import QueuedMessage, QueuedRecipient
+from stalwart_mp.smtp.queue.store import QueuedMessage, QueuedRecipient, orcpt_text
 
 _ENHANCED = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})\b")
 
@@ -92,7 +92,7 @@ def build(message: QueuedMessage, report: Report, original: bytes, *, hostname: 
         # RFC 3464 §2.3: per-recipient fields, each group after a blank line
         lines.append("")
         if r.orcpt:
-            lines.append(f"Original-Recipient: {_header_value(r.orcpt)}")
+            lines.append(f"Original-Recipient: {_header_value(orcpt_text(r.orcpt))}")
         lines.append(f"Final-Recipient: rfc822; {r.address}")
         lines.append(f"Action: {report.action}")
         lines.append(f"Status: {status_of(r.reply, report.action)}")

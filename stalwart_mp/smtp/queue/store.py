@@ -49,7 +49,7 @@ MAX_HISTORY = 50  # attempts kept per message (the oldest are dropped)
 class QueuedRecipient:
     address: str
     notify: list[str] = field(default_factory=list)   # DSN NOTIFY (RFC 3461 §4.1)
-    orcpt: str | None = None                          # DSN ORCPT (RFC 3461 §4.2)
+    orcpt: str | None = None   # DSN ORCPT (RFC 3461 §4.2), "addr-type;address", decoded
     status: str = QUEUED
     reply: str = ""           # the last reply (or local error) for this recipient
     remote_mta: str = ""      # the host that gave it
@@ -357,3 +357,14 @@ async def update(data: DataStore, qid: int, change, now: float | None = None
             continue
         return message
     raise AssertionFailed(message_key(qid))
+
+
+def orcpt_text(value: object) -> str | None:
+    """An ORCPT as "addr-type;address" (RFC 3461 §4.2, decoded), from that text or from an
+    (addr-type, address) pair: queue entries written before 2026-11-26 hold the pair."""
+    if not value:
+        return None
+    if isinstance(value, str):
+        return value
+    kind, address = value
+    return f"{kind};{address}"

@@ -109,16 +109,22 @@ async def test_per_domain_route_and_dsn_parameters_passed_on(tmp_path, zone, sin
                      route={"partner.test": {"host": "127.0.0.1", "port": partner.port}})
     try:
         await env.runner()
-        await env.queue(["a@remote.test", "b@partner.test"], notify=["SUCCESS", "FAILURE"])
+        # ORCPT as queued now ("type;address") and as entries queued before 2026-11-26 hold
+        # it (a pair): both go out xtext-encoded (RFC 3461 §4.2) and into the DSN decoded
+        await env.queue(["a@remote.test", "b@partner.test"], notify=["SUCCESS", "FAILURE"],
+                        orcpt={"b@partner.test": "rfc822;team+b=1@example.org",
+                               "a@remote.test": ["rfc822", "old@example.org"]})
         await until(lambda: mx.count() == 1 and partner.count() == 1, "both deliveries")
         assert mx.messages[0].rcpts == ["a@remote.test"]
         assert partner.messages[0].rcpts == ["b@partner.test"]
-        assert partner.messages[0].rcpt_params == ["NOTIFY=SUCCESS,FAILURE"]
+        assert partner.messages[0].rcpt_params == [
+            "NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;team+2Bb+3D1@example.org"]
         assert mx.messages[0].rcpt_params == [""]   # no DSN extension: nothing passed
         # a "relayed" DSN only for the hop without DSN support (RFC 3461 §5.2.2)
         await until(lambda: env.inbox(), "the relayed DSN")
         [dsn] = await env.inbox()
         assert b"Final-Recipient: rfc822; a@remote.test" in dsn
+        assert b"Original-Recipient: rfc822;old@example.org" in dsn
         assert b"b@partner.test" not in dsn
     finally:
         await env.close()

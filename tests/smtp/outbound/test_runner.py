@@ -79,10 +79,12 @@ class Env:
         return runner
 
     async def queue(self, rcpts, sender="alice@example.org", notify=None, body=MESSAGE,
-                    services: Services | None = None) -> int:
+                    services: Services | None = None, orcpt: dict | None = None) -> int:
         s = services or self.services
         blob_id = await s.blobs.put(body)
-        msg = QueuedMessage(0, sender, [QueuedRecipient(a, list(notify or [])) for a in rcpts],
+        msg = QueuedMessage(0, sender, [QueuedRecipient(a, list(notify or []),
+                                                        (orcpt or {}).get(a))
+                                        for a in rcpts],
                             blob_id, len(body), time.time(), 0.0)
         qid = await enqueue(s.data, s.blobs, msg)
         for runner, _ in self.runners:
