@@ -362,10 +362,50 @@ class SmtpSession(asyncio.Protocol):
             return [_delivery_reply(r) for r in local_results]
         if temporary:
             return reply(451, "4.3.0", "Temporary failure for some recipients, try again")
+        failed = [r for r in local_results if r.status != Status.DELIVERED]  # permanently
+        if failed and not queue_id and len(failed) == len(local_results):
+            # nobody took the message: refuse it now and the client bounces it
+            return _delivery_reply(failed[0])
+        if failed:
+            await self._bounce(raw, tx, failed)
         _received_counter(self.kind).inc()
         if not queue_id:
             return _ACCEPTED
         return reply(250, "2.0.0", f"Message accepted queued as {queue_id}")
+
+    async def _bounce(self, raw: bytes, tx: Transaction, failed: list) -> None:
+        """RFC 5321 §6.1: with the message accepted for some recipients, the permanent
+        failures of others (a mailbox full, with ``delivery.over-quota-permanent``) are
+        reported to the sender in a DSN (RFC 3464); never to a null sender (RFC 3461
+        §6.2)."""
+        if not tx.mail_from:
+            return
+        from stalwart_mp.smtp.outbound.dsn import Report, build, deliver_generated
+        from stalwart_mp.smtp.queue.store import FAILED, QueuedMessage, QueuedRecipient
+
+        params = tx.params or p.MailParams()
+        recipients = []
+        for result in failed:
+            answer = _delivery_reply(result)
+            recipients.append(QueuedRecipient(
+                result.address, status=FAILED,
+                reply=f"{answer.code} {answer.enhanced} {' '.join(answer.lines)}"))
+        message = QueuedMessage(0, tx.mail_from, recipients, "", len(raw), time.time(), 0.0,
+                                params.ret, params.envid)
+        dsn = build(message, Report("failed", recipients), raw, hostname=self.server.hostname)
+        if not await deliver_generated(self.server.services, dsn, tx.mail_from):
+            log.warning("failure DSN not delivered", extra={"fields": {
+                "to": tx.mail_from, "rcpts": ",".join(r.address for r in recipients)}})
+        await self._wake_queue()
+
+    async def _wake_queue(self, queue_id: int | None = None) -> None:
+        """Wake the queue process's runner (best effort: it also polls)."""
+        events = getattr(self.server.worker, "events", None)
+        if events is not None:
+            try:
+                await events.publish("queue.due", {"id": queue_id})
+            except Exception:
+                log.warning("could not wake the queue runner", exc_info=True)
 
     async def _dkim_sign(self, content: bytes, tx: Transaction) -> bytes:
         """DKIM-Signature fields for a submitted message (smtp/outbound/dkim_sign.py):
@@ -402,12 +442,7 @@ class SmtpSession(asyncio.Protocol):
             blob_id, len(raw), time.time(), 0.0, params.ret, params.envid,
             bool(params.requiretls), self.principal.name if self.principal else None)
         queue_id = await enqueue(services.data, services.blobs, message)
-        events = getattr(self.server.worker, "events", None)
-        if events is not None:  # wake the queue process's runner (best effort: it also polls)
-            try:
-                await events.publish("queue.due", {"id": queue_id})
-            except Exception:
-                log.warning("could not wake the queue runner", exc_info=True)
+        await self._wake_queue(queue_id)
         return queue_id
 
     async def _authenticate_message(self, content: bytes, tx: Transaction

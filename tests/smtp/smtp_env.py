@@ -109,3 +109,15 @@ timeout = 2
     srv.start(wait_workers=workers)
     srv.ports = ports
     return srv
+
+
+def queue_with_bodies(folder: Path) -> list[tuple]:
+    """The outbound queue, each message with its raw bytes."""
+    async def run() -> list[tuple]:
+        data = _data_store(folder)
+        blobs = open_blob_store("default", {"type": "lmdb"}, data)
+        out = [(m, await blobs.get(m.blob_id)) for m in await queued(data)]
+        await data.close()
+        return out
+
+    return asyncio.run(run())

@@ -10,6 +10,7 @@ import pytest
 from tests.dns_server import dns_zone  # noqa: F401 - the fixture
 from tests.smtp.smtp_env import mail_server
 from tests.smtp.smtp_env import mailbox as _mailbox
+from tests.smtp.smtp_env import queue_with_bodies
 
 MESSAGE = (b"From: Ann <ann@remote.test>\r\nTo: alice@example.org\r\nSubject: Hi\r\n"
            b"Message-ID: <m1@remote.test>\r\n\r\nHello Alice.\r\n")
@@ -123,6 +124,39 @@ def test_mailing_list_forwards_to_its_external_members(tmp_path, dns_zone):  # n
                                  ("other@far.test", "rfc822;team@example.org")]),
             ("ann@remote.test", [("friend@remote.test", "rfc822;outside@example.org")]),
             ("bob@remote.test", [("friend@remote.test", "rfc822;outside@example.org")])]
+    finally:
+        srv.stop()
+
+
+def test_permanent_failure_after_data_is_refused_or_bounced(tmp_path, dns_zone):  # noqa: F811
+    """With delivery.over-quota = "permanent", a message too big for bob's quota: refused
+    after DATA (552 5.2.2) when bob is the only recipient; accepted for alice and bounced
+    for bob (a failure DSN to the sender, null envelope sender) when both are; no DSN for
+    a null sender."""
+    dns_port, zone = dns_zone
+    zone["remote.test"] = {"TXT": ["v=spf1 -all"]}
+    srv = mail_server(tmp_path, dns_port, {"smtp": ("smtp", "")},
+                      outbound='enabled = false\n[delivery]\nover-quota = "permanent"\n')
+    big = MESSAGE + b"x" * 400  # over bob's 300-byte quota
+    try:
+        with smtplib.SMTP("127.0.0.1", srv.ports["smtp"], timeout=10) as c:
+            c.ehlo("client.remote.test")
+            with pytest.raises(smtplib.SMTPDataError) as refused:
+                c.sendmail("ann@remote.test", ["bob@example.org"], big)
+            assert refused.value.smtp_code == 552 and b"5.2.2" in refused.value.smtp_error
+            c.rset()
+            assert c.sendmail("ann@remote.test", ["alice@example.org", "bob@example.org"],
+                              big) == {}
+            assert c.sendmail("", ["alice@example.org", "bob@example.org"], big) == {}
+        inbox, _ = _mailbox(srv.folder, "alice")
+        assert len(inbox) == 2
+        [(dsn, body)] = queue_with_bodies(srv.folder)
+        assert dsn.mail_from == "" and [r.address for r in dsn.recipients] == \
+            ["ann@remote.test"]
+        assert b"Final-Recipient: rfc822; bob@example.org" in body
+        assert b"Action: failed" in body and b"Status: 5.2.2" in body
+        assert b"alice@example.org" not in body.split(b"message/delivery-status")[1] \
+            .split(b"message/rfc822")[0]
     finally:
         srv.stop()
 

@@ -119,3 +119,24 @@ def build(message: QueuedMessage, report: Report, original: bytes, *, hostname: 
     if not part.endswith(b"\r\n"):
         part += b"\r\n"
     return head + part + f"--{boundary}--\r\n".encode()
+
+
+async def deliver_generated(services, raw: bytes, recipient: str, sender: str = "") -> bool:
+    """Deliver a message we wrote (a DSN, a report): into the mailbox when the recipient
+    is ours, else through the queue (the caller wakes the runner). DSNs go with a null
+    sender, and a generated message never asks for a DSN of its own (no loops). False
+    when it could not be delivered nor queued."""
+    from stalwart_mp.mail.delivery import Status
+    from stalwart_mp.smtp.queue.store import enqueue
+
+    target = await services.delivery.resolve_recipient(recipient)
+    if target.status == Status.DELIVERED:
+        results = await services.delivery.deliver(raw, sender, [recipient])
+        return all(r.status == Status.DELIVERED for r in results)
+    if target.status == Status.NOT_LOCAL:
+        blob_id = await services.blobs.put(raw)
+        generated = QueuedMessage(0, sender, [QueuedRecipient(recipient, ["NEVER"])],
+                                  blob_id, len(raw), time.time(), 0.0)
+        await enqueue(services.data, services.blobs, generated)
+        return True
+    return False

@@ -25,7 +25,7 @@ import uuid
 from collections import defaultdict
 
 from stalwart_mp.smtp.outbound import tlsrpt
-from stalwart_mp.smtp.outbound.dsn import Report, build
+from stalwart_mp.smtp.outbound.dsn import Report, build, deliver_generated
 from stalwart_mp.smtp.outbound.mta_sts import MtaSts
 from stalwart_mp.smtp.outbound.routing import Router
 from stalwart_mp.smtp.outbound.transport import OutboundSettings, Outcome, Transport
@@ -299,23 +299,9 @@ class Runner:
             "sent": ok}})
 
     async def _deliver_generated(self, raw: bytes, recipient: str, sender: str = "") -> bool:
-        """Deliver a message we wrote (a DSN, a report): into the mailbox when the
-        recipient is ours, else through the queue. DSNs go with a null sender, and a
-        generated message never asks for a DSN of its own (no loops)."""
-        from stalwart_mp.mail.delivery import Status
-
-        target = await self.services.delivery.resolve_recipient(recipient)
-        if target.status == Status.DELIVERED:
-            results = await self.services.delivery.deliver(raw, sender, [recipient])
-            return all(r.status == Status.DELIVERED for r in results)
-        if target.status == Status.NOT_LOCAL:
-            blob_id = await self.services.blobs.put(raw)
-            generated = q.QueuedMessage(0, sender, [q.QueuedRecipient(recipient, ["NEVER"])],
-                                        blob_id, len(raw), time.time(), 0.0)
-            await q.enqueue(self.data, self.services.blobs, generated)
-            self.wake.set()
-            return True
-        return False
+        ok = await deliver_generated(self.services, raw, recipient, sender)
+        self.wake.set()   # if it was queued: for this runner
+        return ok
 
 
 async def _post_report(url: str, body: bytes) -> None:
