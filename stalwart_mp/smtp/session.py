@@ -354,9 +354,15 @@ class SmtpSession(asyncio.Protocol):
         # external members of the lists among the recipients, unless the client is told
         # to try the whole message again (LMTP answers each recipient: no retry of these)
         forwards = [] if temporary and self.kind != "lmtp" else _forwards(local_results)
+        direct = {a.lower() for a, _ in tx.remote}   # also a recipient in its own right
+        forwards = [f for f in forwards if f.address.lower() not in direct]
         queue_id = None
-        if tx.remote or forwards:
-            queue_id = await self._enqueue(raw, tx, forwards)
+        if tx.remote:
+            queue_id = await self._enqueue(raw, tx, self._remote_recipients(tx))
+        if forwards:
+            sealed = await self._arc_seal(raw, forwards)
+            forwarded_id = await self._enqueue(sealed + raw, tx, forwards)
+            queue_id = queue_id or forwarded_id
         if self.kind == "lmtp":  # RFC 2033 §4.2: one reply per accepted recipient
             _received_counter(self.kind).inc()
             return [_delivery_reply(r) for r in local_results]
@@ -421,22 +427,30 @@ class SmtpSession(asyncio.Protocol):
             log.exception("DKIM signing failed; the message goes unsigned")
             return b""
 
-    async def _enqueue(self, raw: bytes, tx: Transaction, forwards: list = ()) -> int:
-        """Queue the message, durably, for the remote recipients and the ``forwards``."""
-        from stalwart_mp.smtp.queue.store import (
-            QueuedMessage,
-            QueuedRecipient,
-            enqueue,
-            orcpt_text,
-        )
+    @staticmethod
+    def _remote_recipients(tx: Transaction) -> list:
+        from stalwart_mp.smtp.queue.store import QueuedRecipient, orcpt_text
+
+        return [QueuedRecipient(a, list(rp.notify or []), orcpt_text(rp.orcpt))
+                for a, rp in tx.remote]
+
+    async def _arc_seal(self, raw: bytes, forwards: list) -> bytes:
+        """An ARC set for the copy forwarded to list members (smtp/outbound/arc_seal.py),
+        with the key of the first list's domain; b"" when DKIM signing is off."""
+        if not self.server.worker.cfg.get("outbound.dkim.sign"):
+            return b""
+        from stalwart_mp.smtp.outbound.arc_seal import seal
+
+        domain = forwards[0].orcpt.rpartition("@")[2]
+        return await seal(self.server.services.data, raw, domain, self.server.hostname)
+
+    async def _enqueue(self, raw: bytes, tx: Transaction, recipients: list) -> int:
+        """Queue the message, durably, for ``recipients``."""
+        from stalwart_mp.smtp.queue.store import QueuedMessage, enqueue
 
         services = self.server.services
         blob_id = await services.blobs.put(raw)
         params = tx.params or p.MailParams()
-        recipients = [QueuedRecipient(a, list(rp.notify or []), orcpt_text(rp.orcpt))
-                      for a, rp in tx.remote]
-        taken = {r.address.lower() for r in recipients}
-        recipients += [r for r in forwards if r.address.lower() not in taken]
         message = QueuedMessage(
             0, tx.mail_from or "", recipients,
             blob_id, len(raw), time.time(), 0.0, params.ret, params.envid,

@@ -32,7 +32,7 @@ CACHE_SECONDS = 60.0
 _cache: dict[str, tuple[float, list[tuple[bytes, bytes, bytes]]]] = {}
 
 
-async def _keys(data, domain: str) -> list[tuple[bytes, bytes, bytes]]:
+async def signing_keys(data, domain: str) -> list[tuple[bytes, bytes, bytes]]:
     """(selector, algorithm, dkimpy private key) of the domain, cached for a minute."""
     hit = _cache.get(domain)
     now = time.monotonic()
@@ -61,9 +61,14 @@ def _from_domain(message: bytes) -> str | None:
     return None
 
 
-def _sign_all(message: bytes, domain: str, keys: list[tuple[bytes, bytes, bytes]]) -> bytes:
+def signed_headers(message: bytes) -> list[bytes]:
+    """The fields of HEADERS that ``message`` has, From always (oversigned)."""
     present = {name.lower() for name, _ in dkim.rfc822_parse(message)[0]}
-    include = [h for h in HEADERS if h in present or h == b"from"]
+    return [h for h in HEADERS if h in present or h == b"from"]
+
+
+def _sign_all(message: bytes, domain: str, keys: list[tuple[bytes, bytes, bytes]]) -> bytes:
+    include = signed_headers(message)
     out = b""
     for selector, algorithm, private in keys:
         out += dkim.sign(message, selector, domain.encode(), private,
@@ -79,7 +84,7 @@ async def sign(data, message: bytes, envelope_sender: str) -> bytes:
     candidates = [d for d in (_from_domain(message),
                               envelope_sender.rpartition("@")[2].lower() or None) if d]
     for domain in dict.fromkeys(candidates):
-        keys = await _keys(data, domain)
+        keys = await signing_keys(data, domain)
         if keys:
             # hashing a large body and an RSA signature: off the event loop
             return await asyncio.to_thread(_sign_all, message, domain, keys)

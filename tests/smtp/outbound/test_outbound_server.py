@@ -78,6 +78,15 @@ def _submit(server, rcpts=("friend@remote.test",)) -> None:
         assert c.sendmail("alice@example.org", list(rcpts), MESSAGE) == {}
 
 
+def _mx_from_ann(server, rcpt: str) -> None:
+    """A message from ann@remote.test to ``rcpt`` over the MX port."""
+    with smtplib.SMTP("127.0.0.1", server.ports["smtp"], timeout=10) as c:
+        c.ehlo("client.remote.test")
+        assert c.sendmail("ann@remote.test", [rcpt],
+                          f"From: Ann <ann@remote.test>\r\nTo: {rcpt}\r\n"
+                          f"Subject: hi\r\n\r\nHello.\r\n".encode()) == {}
+
+
 def _wait(predicate, what: str, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -143,11 +152,7 @@ def test_mx_records_dmarc_results_for_the_aggregate_report(tmp_path, dns_zone): 
     zone["_dmarc.remote.test"] = {"TXT": ["v=DMARC1; p=none; rua=mailto:agg@remote.test"]}
     srv = mail_server(tmp_path, dns_port, {"smtp": ("smtp", "")})
     try:
-        with smtplib.SMTP("127.0.0.1", srv.ports["smtp"], timeout=10) as c:
-            c.ehlo("client.remote.test")
-            assert c.sendmail("ann@remote.test", ["alice@example.org"],
-                              b"From: Ann <ann@remote.test>\r\nTo: alice@example.org\r\n"
-                              b"Subject: hi\r\n\r\nHello.\r\n") == {}
+        _mx_from_ann(srv, "alice@example.org")
     finally:
         srv.stop()
 
@@ -253,3 +258,34 @@ def test_queue_process_stopped_mid_delivery_hands_the_message_back(tmp_path, dns
         assert sink.count() == 1
     finally:
         srv.stop()
+
+
+def test_mail_forwarded_to_a_list_member_is_arc_sealed(tmp_path, dns_zone, sink):  # noqa: F811
+    """MX mail for a list reaches its external member through the queue with an ARC set
+    (RFC 8617) made with the list domain's key, which the receiving side verifies (dkimpy):
+    chain "pass", carrying our Authentication-Results."""
+    dns_port, zone = dns_zone
+    zone["remote.test"] = {"MX": [(10, "mx.remote.test")], "TXT": ["v=spf1 ip4:127.0.0.1 -all"]}
+    zone["mx.remote.test"] = {"A": ["127.0.0.1"]}
+    srv = mail_server(tmp_path, dns_port, {"smtp": ("smtp", "")},
+                      outbound=f'port = {sink.port}\nretry = ["1s"]\nscan-interval = "200ms"\n',
+                      lists={"team": ["alice@example.org", "friend@remote.test"]})
+    for key in _dkim_keys(tmp_path):
+        zone[key.dns_name] = {"TXT": [key.txt_record()]}
+    try:
+        _mx_from_ann(srv, "team@example.org")
+        _wait(lambda: sink.count() == 1, "the forwarded copy")
+    finally:
+        srv.stop()
+    got = sink.messages[0]
+    assert got.mail_from == "ann@remote.test" and got.rcpts == ["friend@remote.test"]
+    fields = dict((k.lower(), v) for k, v in dkim.rfc822_parse(got.data)[0])
+    assert b"spf=pass" in fields[b"arc-authentication-results"]
+    assert b"d=example.org" in fields[b"arc-seal"]
+
+    def dnsfunc(name, timeout=5):
+        name = name.decode() if isinstance(name, bytes) else name
+        return zone.get(name.rstrip(".").lower(), {}).get("TXT", [""])[0].encode()
+
+    cv, _results, reason = dkim.arc_verify(got.data, dnsfunc=dnsfunc)
+    assert cv == dkim.CV_Pass, reason
