@@ -381,7 +381,7 @@ class SmtpSession(asyncio.Protocol):
 
     async def _bounce(self, raw: bytes, tx: Transaction, failed: list) -> None:
         """RFC 5321 §6.1: with the message accepted for some recipients, the permanent
-        failures of others (a mailbox full, with ``delivery.over-quota-permanent``) are
+        failures of others (a mailbox full, with ``delivery.over-quota = "permanent"``) are
         reported to the sender in a DSN (RFC 3464); never to a null sender (RFC 3461
         §6.2)."""
         if not tx.mail_from:
