@@ -37,6 +37,7 @@ class Transaction:
     mail_from: str | None = None
     params: p.MailParams | None = None
     local: list[str] = field(default_factory=list)      # accepted local recipients
+    local_params: dict[str, p.RcptParams] = field(default_factory=dict)  # their DSN asks
     remote: list[tuple[str, p.RcptParams]] = field(default_factory=list)
 
 
@@ -308,6 +309,7 @@ class SmtpSession(asyncio.Protocol):
             if self.kind == "smtp" and self.server.greylist and await self._greylisted(event):
                 return reply(451, "4.7.1", "Greylisted, please try again later")
             self.tx.local.append(event.address)
+            self.tx.local_params[event.address] = event.params
             return _RCPT_OK
         if result.status == Status.UNKNOWN:
             return reply(550, "5.1.1", f"Mailbox <{event.address}> does not exist")
@@ -373,35 +375,54 @@ class SmtpSession(asyncio.Protocol):
             # nobody took the message: refuse it now and the client bounces it
             return _delivery_reply(failed[0])
         if failed:
-            await self._bounce(raw, tx, failed)
+            await self._report(raw, tx, "failed", failed)
+        delivered = [r for r in local_results if r.status == Status.DELIVERED]
+        if delivered:
+            await self._report(raw, tx, "delivered", delivered)
         _received_counter(self.kind).inc()
         if not queue_id:
             return _ACCEPTED
         return reply(250, "2.0.0", f"Message accepted queued as {queue_id}")
 
-    async def _bounce(self, raw: bytes, tx: Transaction, failed: list) -> None:
-        """RFC 5321 §6.1: with the message accepted for some recipients, the permanent
-        failures of others (a mailbox full, with ``delivery.over-quota = "permanent"``) are
-        reported to the sender in a DSN (RFC 3464); never to a null sender (RFC 3461
-        §6.2)."""
+    async def _report(self, raw: bytes, tx: Transaction, action: str, results: list) -> None:
+        """DSNs (RFC 3464) for local recipients once the message is accepted: "failed" for
+        the permanent failures of some (a mailbox full, with ``delivery.over-quota =
+        "permanent"``; RFC 5321 §6.1), "delivered" for those that asked NOTIFY=SUCCESS
+        (RFC 3461 §5.2.2). Each as the recipient's NOTIFY asks (default: failures only),
+        with its ORCPT; never to a null sender (RFC 3461 §6.2)."""
         if not tx.mail_from:
             return
         from stalwart_mp.smtp.outbound.dsn import Report, build, deliver_generated
-        from stalwart_mp.smtp.queue.store import FAILED, QueuedMessage, QueuedRecipient
+        from stalwart_mp.smtp.queue.store import (
+            DELIVERED,
+            FAILED,
+            QueuedMessage,
+            QueuedRecipient,
+            orcpt_text,
+        )
 
-        params = tx.params or p.MailParams()
+        kind = "FAILURE" if action == "failed" else "SUCCESS"
         recipients = []
-        for result in failed:
-            answer = _delivery_reply(result)
-            recipients.append(QueuedRecipient(
-                result.address, status=FAILED,
-                reply=f"{answer.code} {answer.enhanced} {' '.join(answer.lines)}"))
+        for result in results:
+            params = tx.local_params.get(result.address) or p.RcptParams()
+            answer = (_delivery_reply(result) if action == "failed"
+                      else reply(250, "2.0.0", "delivered to the mailbox"))
+            rcpt = QueuedRecipient(
+                result.address, list(params.notify or []), orcpt_text(params.orcpt),
+                status=FAILED if action == "failed" else DELIVERED,
+                reply=f"{answer.code} {answer.enhanced} {' '.join(answer.lines)}")
+            if rcpt.wants(kind):
+                recipients.append(rcpt)
+        if not recipients:
+            return
+        params = tx.params or p.MailParams()
         message = QueuedMessage(0, tx.mail_from, recipients, "", len(raw), time.time(), 0.0,
                                 params.ret, params.envid)
-        dsn = build(message, Report("failed", recipients), raw, hostname=self.server.hostname)
+        dsn = build(message, Report(action, recipients), raw, hostname=self.server.hostname)
         if not await deliver_generated(self.server.services, dsn, tx.mail_from):
-            log.warning("failure DSN not delivered", extra={"fields": {
-                "to": tx.mail_from, "rcpts": ",".join(r.address for r in recipients)}})
+            log.warning("DSN not delivered", extra={"fields": {
+                "to": tx.mail_from, "action": action,
+                "rcpts": ",".join(r.address for r in recipients)}})
         await self._wake_queue()
 
     async def _wake_queue(self, queue_id: int | None = None) -> None:

@@ -132,7 +132,7 @@ def test_permanent_failure_after_data_is_refused_or_bounced(tmp_path, dns_zone):
     """With delivery.over-quota = "permanent", a message too big for bob's quota: refused
     after DATA (552 5.2.2) when bob is the only recipient; accepted for alice and bounced
     for bob (a failure DSN to the sender, null envelope sender) when both are; no DSN for
-    a null sender."""
+    a null sender, nor for NOTIFY=NEVER; a "delivered" DSN for NOTIFY=SUCCESS."""
     dns_port, zone = dns_zone
     zone["remote.test"] = {"TXT": ["v=spf1 -all"]}
     srv = mail_server(tmp_path, dns_port, {"smtp": ("smtp", "")},
@@ -148,15 +148,25 @@ def test_permanent_failure_after_data_is_refused_or_bounced(tmp_path, dns_zone):
             assert c.sendmail("ann@remote.test", ["alice@example.org", "bob@example.org"],
                               big) == {}
             assert c.sendmail("", ["alice@example.org", "bob@example.org"], big) == {}
+            # RFC 3461: NOTIFY=NEVER asks for no DSN at all; NOTIFY=SUCCESS for a
+            # "delivered" one, with the ORCPT given
+            assert c.sendmail("ann@remote.test", ["alice@example.org", "bob@example.org"], big,
+                              rcpt_options=["NOTIFY=NEVER"]) == {}
+            assert c.sendmail("ann@remote.test", ["alice@example.org"], MESSAGE,
+                              rcpt_options=["NOTIFY=SUCCESS", "ORCPT=rfc822;list+2Bx@a.test"]) \
+                == {}
         inbox, _ = _mailbox(srv.folder, "alice")
-        assert len(inbox) == 2
-        [(dsn, body)] = queue_with_bodies(srv.folder)
-        assert dsn.mail_from == "" and [r.address for r in dsn.recipients] == \
+        assert len(inbox) == 4
+        [(failure, body), (success, delivered)] = queue_with_bodies(srv.folder)
+        assert failure.mail_from == "" and [r.address for r in failure.recipients] == \
             ["ann@remote.test"]
         assert b"Final-Recipient: rfc822; bob@example.org" in body
         assert b"Action: failed" in body and b"Status: 5.2.2" in body
         assert b"alice@example.org" not in body.split(b"message/delivery-status")[1] \
             .split(b"message/rfc822")[0]
+        assert success.mail_from == "" and b"Action: delivered" in delivered
+        assert b"Final-Recipient: rfc822; alice@example.org" in delivered
+        assert b"Original-Recipient: rfc822;list+x@a.test" in delivered
     finally:
         srv.stop()
 
