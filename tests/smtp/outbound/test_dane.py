@@ -15,7 +15,7 @@ from stalwart_mp.smtp.queue import manage
 from tests.dns_server import dns_zone  # noqa: F401  (fixture)
 from tests.smtp.outbound.pki import LocalCA
 from tests.smtp.outbound.sink import Sink
-from tests.smtp.outbound.test_runner import Env, config, until
+from tests.smtp.outbound.test_runner import Env, config, tls_report_rows, until
 from tests.smtp.outbound.test_runner import zone as zone  # noqa: PLC0414  (fixture)
 
 
@@ -63,7 +63,7 @@ async def test_matching_dane_ee_record_delivers_over_tls(tmp_path, zone, sinks):
         await env.queue(["bob@dane.test"])
         await until(lambda: sink.count() == 1, "the delivery")
         assert sink.messages[0].tls
-        [counts] = await tlsrpt.pending_days(env.services.data, 99991231)
+        [counts] = await tls_report_rows(env)
         [(entry, n)] = counts.entries
         assert entry[0] == "tlsa" and entry[3] == "" and n == 1
     finally:

@@ -22,7 +22,7 @@ from tests.dns_server import dns_zone  # noqa: F401  (fixture)
 from tests.harness import free_port
 from tests.smtp.outbound.pki import LocalCA
 from tests.smtp.outbound.sink import Sink
-from tests.smtp.outbound.test_runner import Env, config, until
+from tests.smtp.outbound.test_runner import Env, config, tls_report_rows, until
 from tests.smtp.outbound.test_runner import zone as zone  # noqa: PLC0414  (fixture)
 
 
@@ -140,7 +140,7 @@ async def test_enforce_with_a_valid_certificate_delivers_over_verified_tls(
         await env.queue(["bob@secure.test"])
         await until(lambda: sink.count() == 1, "the delivery")
         assert sink.messages[0].tls
-        [counts] = await tlsrpt.pending_days(env.services.data, 99991231)
+        [counts] = await tls_report_rows(env)
         assert [(e[3], n) for e, n in counts.entries] == [("", 1)]   # one success
     finally:
         await env.close()
@@ -173,7 +173,7 @@ async def test_testing_mode_reports_but_delivers(tmp_path, sts_zone, ca, policy_
         await env.queue(["bob@secure.test"])
         await until(lambda: sink.count() == 1, "the delivery")
         assert sink.messages[0].tls   # opportunistic TLS after the failed verification
-        [counts] = await tlsrpt.pending_days(env.services.data, 99991231)
+        [counts] = await tls_report_rows(env)
         assert [e[3] for e, _ in counts.entries] == ["certificate-not-trusted"]
     finally:
         await env.close()

@@ -41,6 +41,21 @@ def config(folder, dns_port: int, sink_port: int, resolver: dict | None = None,
     })
 
 
+async def tls_report_rows(env) -> list:
+    """The TLS-report counters once the runner has recorded one: a delivery is counted
+    after the remote MX answered, so a moment after the sink holds the message."""
+    from stalwart_mp.smtp.outbound import tlsrpt
+
+    rows: list = []
+
+    async def recorded() -> bool:
+        rows[:] = await tlsrpt.pending_days(env.services.data, 99991231)
+        return bool(rows)
+
+    await until(recorded, "the TLS report entry")
+    return rows
+
+
 @pytest.fixture
 def sink():
     s = Sink().start()
