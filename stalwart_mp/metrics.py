@@ -41,6 +41,18 @@ messages_delivered_total = Counter(
     "stalwart_messages_delivered_total",
     "Messages stored into a local mailbox, one per recipient account.",
 )
+outbound_recipients_total = Counter(
+    "stalwart_outbound_recipients_total",
+    "Outbound delivery attempts, one per recipient, by result: delivered, failed "
+    "(permanently, or expired), deferred (to be tried again).",
+    ["result"],
+)
+dsn_sent_total = Counter(
+    "stalwart_dsn_sent_total",
+    "Delivery status notifications sent to senders, by action (failed, delayed, "
+    "delivered, relayed).",
+    ["action"],
+)
 worker_processes = Gauge(
     "stalwart_worker_processes",
     "Worker processes running.",

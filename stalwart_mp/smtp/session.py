@@ -419,7 +419,9 @@ class SmtpSession(asyncio.Protocol):
         message = QueuedMessage(0, tx.mail_from, recipients, "", len(raw), time.time(), 0.0,
                                 params.ret, params.envid)
         dsn = build(message, Report(action, recipients), raw, hostname=self.server.hostname)
-        if not await deliver_generated(self.server.services, dsn, tx.mail_from):
+        if await deliver_generated(self.server.services, dsn, tx.mail_from):
+            metrics.dsn_sent_total.labels(action).inc()
+        else:
             log.warning("DSN not delivered", extra={"fields": {
                 "to": tx.mail_from, "action": action,
                 "rcpts": ",".join(r.address for r in recipients)}})

@@ -8,6 +8,7 @@ import ssl
 import pytest
 
 from tests.dns_server import dns_zone  # noqa: F401 - the fixture
+from tests.harness import http_get
 from tests.smtp.smtp_env import mail_server
 from tests.smtp.smtp_env import mailbox as _mailbox
 from tests.smtp.smtp_env import queue_with_bodies
@@ -167,6 +168,9 @@ def test_permanent_failure_after_data_is_refused_or_bounced(tmp_path, dns_zone):
         assert success.mail_from == "" and b"Action: delivered" in delivered
         assert b"Final-Recipient: rfc822; alice@example.org" in delivered
         assert b"Original-Recipient: rfc822;list+x@a.test" in delivered
+        metrics = http_get(srv.http_port, "/metrics")[2].decode()
+        assert 'stalwart_dsn_sent_total{action="failed"} 1.0' in metrics
+        assert 'stalwart_dsn_sent_total{action="delivered"} 1.0' in metrics
     finally:
         srv.stop()
 

@@ -24,6 +24,7 @@ import time
 import uuid
 from collections import defaultdict
 
+from stalwart_mp import metrics
 from stalwart_mp.smtp.outbound import tlsrpt
 from stalwart_mp.smtp.outbound.dsn import Report, build, deliver_generated
 from stalwart_mp.smtp.outbound.mta_sts import MtaSts
@@ -169,6 +170,11 @@ class Runner:
             for report in reports:
                 await self._send_dsn(preview, report, body)
         stored = await q.settle(self.data, qid, held[0], apply)
+        if stored is not None:
+            for r in stored.recipients:
+                if r.address in results:
+                    result = "deferred" if r.status == q.QUEUED else r.status
+                    metrics.outbound_recipients_total.labels(result).inc()
         log.info("delivery attempt", extra={"fields": {
             "queue_id": qid, "attempt": preview.attempts,
             "results": ",".join(f"{a}={o.code}" for a, o in results.items()),
@@ -293,6 +299,8 @@ class Runner:
         dsn = build(message, report, body, hostname=s.hostname, will_retry_until=until)
         sender = message.mail_from
         ok = await self._deliver_generated(dsn, sender)
+        if ok:
+            metrics.dsn_sent_total.labels(report.action).inc()
         log.info("dsn", extra={"fields": {
             "queue_id": message.id, "action": report.action, "to": sender,
             "recipients": ",".join(r.address for r in report.recipients),

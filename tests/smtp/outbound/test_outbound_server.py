@@ -17,6 +17,7 @@ from stalwart_mp.directory.dkim_keys import create_keys
 from stalwart_mp.smtp.queue.store import queued
 from stalwart_mp.store.registry import open_data_store
 from tests.dns_server import dns_zone  # noqa: F401 - the fixture
+from tests.harness import http_get
 from tests.smtp.outbound.sink import Sink
 from tests.smtp.smtp_env import mail_server
 
@@ -119,6 +120,10 @@ def test_submission_is_dkim_signed_twice_and_delivered_to_the_mx(server, sink):
         algorithms.add(dkim.util.parse_tag_value(sig)[b"a"])
     assert algorithms == {b"ed25519-sha256", b"rsa-sha256"}
     _wait(lambda: _queue(server.folder) == [], "the queue to empty")
+    # the queue process's counters reach /metrics (any worker aggregates every process)
+    metrics = http_get(server.http_port, "/metrics")[2].decode()
+    assert 'stalwart_outbound_recipients_total{result="delivered"} 1.0' in metrics
+    assert 'result="failed"' not in metrics
 
 
 def _queue_pid(server) -> int | None:
