@@ -81,7 +81,8 @@ async def _outbound(services, cfg, events) -> None:
     """The outbound delivery runner (smtp/outbound/runner.py); sessions wake it through
     the event bus when they queue a message."""
     from stalwart_mp.dns.resolver import Resolver
-    from stalwart_mp.smtp.outbound.runner import WAKE_TOPIC, Runner
+    from stalwart_mp.smtp.outbound.runner import Runner
+    from stalwart_mp.smtp.queue.store import WAKE_TOPIC
 
     runner = Runner.from_config(services, cfg, Resolver.from_config(cfg))
     events.subscribe(WAKE_TOPIC, lambda _topic, _data: runner.wake.set())

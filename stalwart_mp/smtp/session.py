@@ -410,7 +410,7 @@ class SmtpSession(asyncio.Protocol):
             rcpt = QueuedRecipient(
                 result.address, list(params.notify or []), orcpt_text(params.orcpt),
                 status=FAILED if action == "failed" else DELIVERED,
-                reply=f"{answer.code} {answer.enhanced} {' '.join(answer.lines)}")
+                reply=answer.to_bytes().decode("utf-8").strip())
             if rcpt.wants(kind):
                 recipients.append(rcpt)
         if not recipients:
@@ -429,10 +429,12 @@ class SmtpSession(asyncio.Protocol):
 
     async def _wake_queue(self, queue_id: int | None = None) -> None:
         """Wake the queue process's runner (best effort: it also polls)."""
+        from stalwart_mp.smtp.queue.store import WAKE_TOPIC
+
         events = getattr(self.server.worker, "events", None)
         if events is not None:
             try:
-                await events.publish("queue.due", {"id": queue_id})
+                await events.publish(WAKE_TOPIC, {"id": queue_id})
             except Exception:
                 log.warning("could not wake the queue runner", exc_info=True)
 

@@ -35,7 +35,6 @@ from stalwart_mp.store.data import StoreError
 
 log = logging.getLogger("stalwart_mp.outbound")
 
-WAKE_TOPIC = "queue.due"   # published by the SMTP sessions after enqueueing
 
 
 class Runner:

@@ -36,6 +36,8 @@ TAG_LEASE = 0x62
 QUEUE_SEQUENCE = bytes([0x01]) + b"queue"
 
 # recipient states
+WAKE_TOPIC = "queue.due"   # event published after enqueueing; wakes the queue runner
+
 QUEUED = "queued"          # not delivered yet (never tried, or temporarily failed)
 DELIVERED = "delivered"
 FAILED = "failed"          # permanent failure (or expired): a failure DSN was due
